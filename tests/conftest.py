@@ -1,0 +1,73 @@
+"""Shared fixtures: a small text, tiny configs, and ways to run a lesson script as a user would."""
+
+import importlib
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("bigram", "v2", "gpt2")
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(1)
+
+# a few KB of text with every kind of character the scripts must handle
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
+
+# tiny configs: seconds per run on one CPU thread
+TINY = {
+    "bigram": ["--batch_size=4", "--block_size=8", "--max_iters=20", "--eval_interval=10", "--eval_train_windows=16",
+               "--max_new_tokens=20", "--device=cpu"],
+    "v2": ["--batch_size=4", "--block_size=16", "--max_iters=20", "--eval_interval=10", "--n_embd=16", "--n_head=2",
+           "--n_layer=1", "--eval_train_windows=16", "--max_new_tokens=20", "--device=cpu"],
+    "gpt2": ["--batch_size=4", "--block_size=16", "--max_iters=20", "--eval_interval=10", "--n_embd=16", "--n_head=2",
+             "--n_layer=1", "--eval_train_windows=16", "--warmup_iters=5", "--max_new_tokens=20", "--device=cpu"],
+}
+
+
+def import_script(name):
+    """Import a lesson script as a module (importing runs nothing)."""
+    return importlib.import_module(name)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def tiny_args(script, tmp_path, text_path, *extra):
+    """The tiny config of a script, reading text_path and writing under tmp_path/out."""
+    return [*TINY[script], f"--input_file={text_path}", f"--out_dir={tmp_path / 'out' / script}", *extra]
+
+
+def run_in_process(script, argv, capsys, monkeypatch, cwd=None):
+    """Run a script's __main__ in this process, as `python script.py argv` would: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    code = 0
+    try:
+        runpy.run_path(str(ROOT / f"{script}.py"), run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_subprocess(script, argv, cwd=None, timeout=120, **kwargs):
+    """Run `python script.py argv` in a real process (one thread, no network proxy needed)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / f"{script}.py"), *argv], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def eval_lines(output):
+    """The `step N: train loss X, val loss Y` lines of a run's output."""
+    return [line for line in output.splitlines() if line.startswith("step ")]
