@@ -1,4 +1,4 @@
-"""Lesson 3: the full GPT-2 architecture (~10.7M parameters) and the recipe that trains it fast.
+"""Lesson 3: the full GPT-2 architecture (10.8M parameters) and the recipe that trains it fast.
 
 Adds to v2.py: GPT-2's modules and initialisation, weight tying, GELU, AdamW with weight decay,
 warmup and cosine decay, gradient clipping and accumulation, bf16 and torch.compile on CUDA,
@@ -31,13 +31,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 # hyperparameters
-batch_size = 64  # sequences per micro-batch (B)
+batch_size = 64  # sequences per forward pass during training (B)
 block_size = 256  # max context length in characters (T)
 max_iters = 2000  # training steps (optimizer updates)
 eval_interval = 250  # steps between evaluations of the train and val loss
-learning_rate = 1e-3  # peak AdamW step size, reached after the warmup
+learning_rate = 1e-3  # AdamW step size
 min_lr = 1e-4  # step size at the end of the cosine decay
-warmup_iters = 100  # steps of linear warmup from 0 to learning_rate
+warmup_iters = 100  # steps of linear warmup from 0 to learning_rate (the peak step size)
 weight_decay = 0.1  # AdamW weight decay on matrices and embeddings (not on biases and LayerNorms)
 beta1 = 0.9  # AdamW momentum of the gradient
 beta2 = 0.99  # AdamW momentum of the squared gradient
@@ -327,14 +327,14 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         p = self.attn_dropout if self.training else 0.0
-        if cache is None or cache.length == 0:
+        if cache is None or cache.length == 0:  # training, or filling an empty cache: plain causal attention
             if cache is not None:
                 cache.update(layer, k, v)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
-        else:
+        else:  # new positions attend to every cached position and causally among themselves
             k, v = cache.update(layer, k, v)  # (B, nh, S, hs): S = cached positions + T
             S = k.size(2)
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)  # (T, S)
+            mask = None if T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
@@ -501,10 +501,11 @@ def load_checkpoint(path, script):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if "Unsupported global" in str(error) or "Unsupported class" in str(error):  # refused by weights_only
             raise UserError(f"{path} was refused: loading it would run code (it is not a plain checkpoint); "
                             "only load checkpoints written by this script") from None
-        raise UserError(f"{path} is not a readable checkpoint ({error}); delete it and train again") from None
+        raise UserError(f"{path} is not a readable checkpoint (not a file torch.save wrote); "
+                        "delete it and train again") from None
     except Exception as error:
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(error).__name__}); "
                         "delete it and train again") from None
@@ -654,12 +655,19 @@ def train(cfg, dev, rank, world_size, t_start):
     cuda = dev.startswith("cuda")
 
     # 1) data: the vocabulary and a memory-mapped token file, split 90% / 10% into train / val
-    if master:
-        chars, data = load_tokens(cfg["input_file"], cfg["out_dir"])
+    failure = None
+    if master:  # rank 0 builds the token file once; the others then read it
+        try:
+            load_tokens(cfg["input_file"], cfg["out_dir"])
+        except UserError as error:
+            failure = str(error)
     if world_size > 1:
-        dist.barrier()  # rank 0 builds the token file once; the others then read it
-    if not master:
-        chars, data = load_tokens(cfg["input_file"], cfg["out_dir"])
+        message = [failure]
+        dist.broadcast_object_list(message, src=0)  # so that every process stops with rank 0's error
+        failure = message[0]
+    if failure:
+        raise UserError(failure)
+    chars, data = load_tokens(cfg["input_file"], cfg["out_dir"])
     check_text(cfg["input_file"], len(data), len(chars), cfg["block_size"])
     stoi = {ch: i for i, ch in enumerate(chars)}
     itos = dict(enumerate(chars))
@@ -720,8 +728,7 @@ def train(cfg, dev, rank, world_size, t_start):
         while True:
             if master and (step % cfg["eval_interval"] == 0 or step == cfg["max_iters"]):
                 t_eval = time.time()
-                with autocast:
-                    losses = estimate_loss(raw_model, eval_sets, cfg["eval_batch_size"])
+                losses = estimate_loss(raw_model, eval_sets, cfg["eval_batch_size"])  # float32, uncompiled
                 eval_seconds = time.time() - t_eval
                 tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 log_losses(log_path, step, losses, time.time() - t_start, get_lr(step, cfg))
@@ -800,7 +807,8 @@ def train(cfg, dev, rank, world_size, t_start):
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"CUDA ran out of memory with --batch_size={cfg['batch_size']}; try a smaller --batch_size "
                         "with more --grad_accum_steps (the same global batch)") from None
-    bar.close()
+    finally:
+        bar.close()  # before any error message, so that the message gets a line of its own
     if not master:
         return
     print(f"training took {time.time() - t_start:.1f} s; best val loss {best_val:.4f}, saved in {ckpt_path}")

@@ -23,9 +23,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 # hyperparameters
-batch_size = 16  # sequences per training step (B)
+batch_size = 16  # sequences per forward pass during training (B)
 block_size = 32  # max context length in characters (T)
-max_iters = 5000  # training steps
+max_iters = 5000  # training steps (optimizer updates)
 eval_interval = 500  # steps between evaluations of the train and val loss
 learning_rate = 1e-3  # AdamW step size
 n_embd = 64  # width of the token representation (C)
@@ -374,10 +374,11 @@ def load_checkpoint(path, script):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if "Unsupported global" in str(error) or "Unsupported class" in str(error):  # refused by weights_only
             raise UserError(f"{path} was refused: loading it would run code (it is not a plain checkpoint); "
                             "only load checkpoints written by this script") from None
-        raise UserError(f"{path} is not a readable checkpoint ({error}); delete it and train again") from None
+        raise UserError(f"{path} is not a readable checkpoint (not a file torch.save wrote); "
+                        "delete it and train again") from None
     except Exception as error:
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(error).__name__}); "
                         "delete it and train again") from None
@@ -535,7 +536,8 @@ def train(cfg, dev):
         print(f"\ninterrupted at step {step}; the best model so far is in {ckpt_path}; "
               f"continue with: python {SCRIPT}.py --resume", file=sys.stderr)
         sys.exit(130)
-    bar.close()
+    finally:
+        bar.close()  # before any error message, so that the message gets a line of its own
     print(f"training took {time.time() - t0:.1f} s; best val loss {best_val:.4f}, saved in {ckpt_path}")
     plot_losses(log_path, os.path.join(cfg["out_dir"], "loss.png"), f"{SCRIPT}.py on {cfg['input_file']}")
 

@@ -1,0 +1,335 @@
+"""Measure the lessons and print markdown tables: every speed and loss figure in the README comes from here.
+
+python bench.py                   the full runs (a few minutes on a GPU; on a 2-core CPU about half an hour)
+python bench.py --quick           tiny settings, under a minute on a 2-core CPU: checks that everything runs
+python bench.py --only=v2,video-v2 --device=cpu     some sections only
+
+Sections: bigram, v2, gpt2 (each script's default run, timed as a whole process), laptop (gpt2.py with
+the laptop recipe), sampling (1,000 new tokens with and without the key/value cache), video-v2 (the
+video's own v2 code, same config, whole process, and the ratio), video-gpt2 (training throughput of the
+video-style 10.8M model against gpt2.py's, same config, and the ratio).
+The video-style code lives here, not in the lessons: one module per head, a mask buffer, a masked
+softmax, no fused kernels, and the video's evaluation (200 random batches per split every 100 steps).
+"""
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SECTIONS = ("bigram", "v2", "gpt2", "laptop", "sampling", "video-v2", "video-gpt2")
+QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
+    "bigram": "--max_iters=200 --eval_interval=100",
+    "v2": "--max_iters=200 --eval_interval=100",
+    "gpt2": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --max_iters=50 --eval_interval=25",
+    "laptop": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25 --time_budget=10",
+}
+
+
+# the video's model, written as in the video: one module per head, a mask buffer, a masked softmax
+class Head(nn.Module):
+    def __init__(self, n_embd, head_size, block_size, dropout):
+        super().__init__()
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size)))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        k = self.key(x)  # (B, T, hs)
+        q = self.query(x)  # (B, T, hs)
+        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, hs) @ (B, hs, T) -> (B, T, T)
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))  # (B, T, T)
+        wei = self.dropout(F.softmax(wei, dim=-1))  # (B, T, T)
+        return wei @ self.value(x)  # (B, T, T) @ (B, T, hs) -> (B, T, hs)
+
+
+class VideoGPT(nn.Module):
+    def __init__(self, vocab_size, block_size, n_embd, n_head, n_layer, dropout):
+        super().__init__()
+        self.token_embedding_table = nn.Embedding(vocab_size, n_embd)
+        self.position_embedding_table = nn.Embedding(block_size, n_embd)
+        self.blocks = nn.ModuleList([nn.ModuleDict(dict(
+            heads=nn.ModuleList([Head(n_embd, n_embd // n_head, block_size, dropout) for _ in range(n_head)]),
+            proj=nn.Linear(n_embd, n_embd),
+            ffwd=nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd),
+                               nn.Dropout(dropout)),
+            ln1=nn.LayerNorm(n_embd), ln2=nn.LayerNorm(n_embd), drop=nn.Dropout(dropout),
+        )) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        x = self.token_embedding_table(idx) + self.position_embedding_table(torch.arange(T, device=idx.device))
+        for b in self.blocks:
+            h = b["ln1"](x)
+            x = x + b["drop"](b["proj"](torch.cat([head(h) for head in b["heads"]], dim=-1)))
+            x = x + b["ffwd"](b["ln2"](x))
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        loss = None if targets is None else F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+        return logits, loss
+
+
+def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
+    """The video's v2 training script (batch 16, block 32, 4 x 64 wide, lr 1e-3), as one function."""
+    torch.manual_seed(1337)
+    batch_size, block_size = 16, 32
+    with open(input_file, encoding="utf-8") as f:
+        text = f.read()
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
+    n = int(0.9 * len(data))
+    splits = {"train": data[:n], "val": data[n:]}
+
+    def get_batch(split):
+        d = splits[split]
+        ix = torch.randint(len(d) - block_size, (batch_size,))
+        x = torch.stack([d[i:i + block_size] for i in ix])
+        y = torch.stack([d[i + 1:i + block_size + 1] for i in ix])
+        return x.to(device), y.to(device)
+
+    @torch.no_grad()
+    def estimate_loss():
+        out = {}
+        model.eval()
+        for split in splits:
+            losses = torch.zeros(eval_iters)
+            for k in range(eval_iters):
+                losses[k] = model(*get_batch(split))[1].item()
+            out[split] = losses.mean().item()
+        model.train()
+        return out
+
+    model = VideoGPT(len(chars), block_size, 64, 4, 4, 0.0).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for step in range(max_iters):
+        if step % eval_interval == 0 or step == max_iters - 1:
+            losses = estimate_loss()
+            print(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
+        _, loss = model(*get_batch("train"))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def run_process(argv):
+    """Run a command from the repository root: (wall seconds, [(seconds since launch, stdout line)]).
+
+    Lines are timestamped as they arrive, so the time to a val loss counts the whole process:
+    Python's start-up, imports and compilation included. A failure stops the bench.
+    """
+    t0 = time.time()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        lines = [(time.time() - t0, line.rstrip("\n")) for line in proc.stdout]
+        proc.wait()
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"bench: {' '.join(argv)} failed:\n{err.read()[-2000:]}")
+    return wall, lines
+
+
+def read_losses(path):
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def bench_script(script, section, device, quick, target):
+    """One whole-process run of a lesson script; its figures from the process's clock and its loss log."""
+    module = __import__(script)
+    recipe = module.LAPTOP_RECIPE if section == "laptop" else ""
+    overrides = recipe.split() + (QUICK[section] if quick else "").split()
+    out_dir = os.path.join(tempfile.mkdtemp(prefix="bench-"), script)
+    argv = [sys.executable, f"{script}.py", *overrides, f"--out_dir={out_dir}", "--max_new_tokens=0"]
+    if device:
+        argv.append(f"--device={device}")
+    wall, lines = run_process(argv)
+    rows = read_losses(os.path.join(out_dir, "losses.csv"))
+    cfg = {**module.HYPERPARAMETERS, **module.parse_overrides(overrides, module.HYPERPARAMETERS)}
+    steps = int(rows[-1]["step"])
+    tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg.get("grad_accum_steps", 1)
+    # steady-state speed: from the second evaluation to the last (start-up and compilation excluded)
+    later = rows[1:] if len(rows) > 2 else rows
+    speed = (later[-1]["step"] - later[0]["step"]) * tokens_per_step / max(1e-9, later[-1]["elapsed_s"]
+                                                                           - later[0]["elapsed_s"])
+    evals = [(t, float(m.group(1))) for t, line in lines if (m := re.match(r"step \d+: .*val loss (\S+)", line))]
+    reached = next((t for t, val in evals if val <= target), None) if target else None
+    device_used = next(line for _, line in lines if line.startswith("using device: ")).split()[2]
+    command = f"python {script}.py {' '.join(overrides)}".strip()
+    return {"script": f"{script}.py", "device": describe(device_used), "command": command, "steps": steps,
+            "wall": wall, "per_step": wall / max(1, steps), "tok_s": speed,
+            "best_val": min(r["val_loss"] for r in rows), "final_val": rows[-1]["val_loss"],
+            "to_target": reached, "out_dir": out_dir}
+
+
+def describe(device):
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    if device == "cpu":
+        return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    return device
+
+
+def throughput(model, optimizer, batch, steps, autocast):
+    """Training tokens per second of (model, optimizer) on one batch shape, after one warm-up step."""
+    x, y = batch
+    for i in range(steps + 1):
+        if i == 1:
+            sync(x.device)
+            t0 = time.time()
+        with autocast:
+            _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    sync(x.device)
+    return steps * x.numel() / (time.time() - t0)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_video_gpt2(device, quick):
+    """Training throughput of the video-style model and of gpt2.py's, same config and batch."""
+    import contextlib
+
+    import gpt2
+    cfg = dict(gpt2.HYPERPARAMETERS)
+    if quick:
+        cfg.update(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8)
+    steps = 3 if device == "cpu" else 50
+    dev = torch.device(device)
+    batch = [torch.randint(65, (cfg["batch_size"], cfg["block_size"]), device=dev) for _ in range(2)]
+    torch.manual_seed(0)
+    video = VideoGPT(65, cfg["block_size"], cfg["n_embd"], cfg["n_head"], cfg["n_layer"], cfg["dropout"]).to(dev)
+    video_speed = throughput(video, torch.optim.AdamW(video.parameters(), lr=1e-4), batch, steps,
+                             contextlib.nullcontext())
+    model = gpt2.GPT(gpt2.model_config(cfg, 65)).to(dev)
+    optimizer = gpt2.configure_optimizer(model, {**cfg, "learning_rate": 1e-4}, fused=True)
+    cuda = dev.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    ours = torch.compile(model) if cuda else model
+    ours_speed = throughput(ours, optimizer, batch, steps, autocast)
+    flops = gpt2.flops_per_token(model)
+    n_video = sum(p.numel() for p in video.parameters()) / 1e6
+    n_ours = sum(p.numel() for p in model.parameters()) / 1e6
+    recipe = "bf16 autocast, torch.compile, fused AdamW" if cuda else "float32, fused attention and AdamW"
+    return [
+        (f"video-style ({n_video:.1f}M)", "float32, per-head modules, masked softmax", video_speed,
+         flops * video_speed / 1e9),
+        (f"gpt2.py ({n_ours:.1f}M)", recipe, ours_speed, flops * ours_speed / 1e9),
+    ], ours_speed / video_speed
+
+
+def bench_sampling(device, quick, n_tokens):
+    """New tokens per second from gpt2.py's model with and without the key/value cache."""
+    import gpt2
+    cfg = dict(gpt2.HYPERPARAMETERS)
+    if quick:
+        cfg.update(n_layer=2, n_head=2, n_embd=64, block_size=64)
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = gpt2.GPT(gpt2.model_config(cfg, 65)).to(dev).eval()
+    result = {}
+    for use_cache in (True, False):
+        idx = torch.zeros((1, 1), dtype=torch.long, device=dev)
+        model.generate(idx, 8, use_cache=use_cache)  # warm-up
+        sync(dev)
+        t0 = time.time()
+        model.generate(idx, n_tokens, generator=torch.Generator(dev).manual_seed(0), use_cache=use_cache)
+        sync(dev)
+        result[use_cache] = n_tokens / (time.time() - t0)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings: under a minute on a 2-core CPU")
+    parser.add_argument("--device", default="", help="cuda, mps or cpu (default: what the scripts pick)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
+    parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
+    parser.add_argument("--save_dir", default="", help="copy each run's losses.csv and loss.png here")
+    args = parser.parse_args()
+    sections = args.only.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
+                             else "cpu")
+    sys.path.insert(0, ROOT)
+    import v2
+    v2.check_input_file(os.path.join(ROOT, "input.txt"))  # downloads tiny Shakespeare if it is missing
+    today = datetime.date.today().isoformat()
+    print(f"bench on {describe(device)}, torch {torch.__version__}, {today}\n", flush=True)
+
+    runs = []
+    for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("laptop", "gpt2")):
+        if section in sections:
+            runs.append(bench_script(script, section, args.device, args.quick, args.target if script == "gpt2"
+                                     else None))
+            r = runs[-1]
+            if args.save_dir:
+                os.makedirs(args.save_dir, exist_ok=True)
+                for name in ("losses.csv", "loss.png"):
+                    if os.path.exists(os.path.join(r["out_dir"], name)):
+                        shutil.copy(os.path.join(r["out_dir"], name), os.path.join(args.save_dir, f"{section}_{name}"))
+            print(f"{section}: {r['wall']:.1f} s, best val {r['best_val']:.4f}", flush=True)
+    lines = []
+    if runs:
+        lines += ["| script | device | command | steps | wall time | time/step | tokens/s | best val | "
+                  f"time to val {args.target} | date |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            to_target = f"{r['to_target']:.1f} s" if r["to_target"] is not None else "–"
+            lines.append(f"| {r['script']} | {r['device']} | `{r['command']}` | {r['steps']} | {r['wall']:.1f} s | "
+                         f"{r['per_step'] * 1e3:.1f} ms | {r['tok_s']:,.0f} | {r['best_val']:.4f} | {to_target} | "
+                         f"{today} |")
+        lines.append("")
+    if "video-v2" in sections:
+        iters = 200 if args.quick else 5000
+        code = (f"import bench; bench.video_v2_run({os.path.join(ROOT, 'input.txt')!r}, {device!r}, {iters}, "
+                f"100, {20 if args.quick else 200})")
+        wall_video, _ = run_process([sys.executable, "-c", code])
+        ours = next((r for r in runs if r["script"] == "v2.py"), None) or bench_script("v2", "v2", args.device,
+                                                                                       args.quick, None)
+        lines += ["| v2, same config | steps | wall time (whole process) |", "|---|---|---|",
+                  f"| video's code (per-head modules, 200-batch eval every 100 steps) | {iters} | {wall_video:.1f} s |",
+                  f"| v2.py | {ours['steps']} | {ours['wall']:.1f} s |",
+                  f"| speedup | | **{wall_video / ours['wall']:.2f}x** |", ""]
+    if "video-gpt2" in sections:
+        rows, ratio = bench_video_gpt2(device, args.quick)
+        lines += ["| GPT training throughput, same config and batch | precision and kernels | tokens/s | GFLOP/s |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {how} | {speed:,.0f} | {gflops:,.1f} |" for name, how, speed, gflops in rows]
+        lines += [f"| speedup | | **{ratio:.2f}x** | |", ""]
+    if "sampling" in sections:
+        n_tokens = 200 if args.quick else 1000
+        speed = bench_sampling(device, args.quick, n_tokens)
+        lines += [f"| gpt2.py sampling, {n_tokens} new tokens | tokens/s |", "|---|---|",
+                  f"| with the key/value cache | {speed[True]:,.0f} |",
+                  f"| without (whole context every token) | {speed[False]:,.0f} |",
+                  f"| speedup | **{speed[True] / speed[False]:.1f}x** |", ""]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

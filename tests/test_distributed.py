@@ -1,0 +1,102 @@
+"""gpt2.py under torchrun: 2 CPU processes with gloo train what 1 process trains, and fail without hanging."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TEXT, TINY, eval_lines, run_in_process, tiny_args
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+STEPS = ("--grad_accum_steps=2", "--max_iters=6", "--eval_interval=3")  # a global batch of 2 micro-batches
+
+
+def torchrun(argv, cwd, *options, timeout=60):
+    """`torchrun --standalone --nproc_per_node=2 gpt2.py argv`: (exit code, stdout, stderr); a hang fails the test."""
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             *options, str(ROOT / "gpt2.py"), *argv], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers: a hang must not outlive the test
+        proc.communicate()
+        raise
+    return proc.returncode, out, err
+
+
+def torchrun_per_rank(argv, cwd):
+    """Run under torchrun with each worker's output in its own files: (exit code, {rank: (stdout, stderr)})."""
+    code, _, _ = torchrun(argv, cwd, f"--log-dir={cwd / 'logs'}", "--redirects=3")
+    ranks = {int(folder.name): ((folder / "stdout.log").read_text(), (folder / "stderr.log").read_text())
+             for folder in (cwd / "logs").glob("*/attempt_0/*")}
+    assert sorted(ranks) == [0, 1]
+    return code, ranks
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    """run(dropout) -> (exit code, stdout, stderr, out_dir) of a 2-process run of the tiny config, made once each."""
+    runs = {}
+
+    def run(dropout):
+        if dropout not in runs:
+            base = tmp_path_factory.mktemp(f"torchrun_dropout_{dropout}")
+            text = base / "text.txt"
+            text.write_text(TEXT, encoding="utf-8")
+            runs[dropout] = (*torchrun(tiny_args("gpt2", base, text, *STEPS, f"--dropout={dropout}"), base),
+                             base / "out" / "gpt2")
+        return runs[dropout]
+    return run
+
+
+def test_two_processes_train_and_print_everything_once(two_process_runs, capsys, monkeypatch):
+    code, out, err, out_dir = two_process_runs(0.2)
+    assert code == 0, err
+    assert [line.split(":")[0] for line in eval_lines(out)] == ["step 0", "step 3", "step 6"]
+    assert out.count("using device") == 1 and "using device: cpu (2 processes)" in out
+    assert "(2 process(es) x 1 micro-batch(es)" in out
+    assert sorted(path.name for path in out_dir.iterdir() if ".pt" in path.name) == ["ckpt.pt"]
+    code, out, err = run_in_process("gpt2", [*TINY["gpt2"], f"--out_dir={out_dir}", "--sample", "--max_new_tokens=7"],
+                                    capsys, monkeypatch)
+    assert code == 0, err
+    assert len(out.removeprefix("using device: cpu\n")) == 1 + 7 + 1  # a newline, 7 characters, print's newline
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])  # with dropout, each micro-batch's masks come from its own seed
+def test_two_processes_train_the_parameters_one_process_trains(dropout, two_process_runs, tmp_path, text_file, capsys,
+                                                               monkeypatch):
+    code, _, err, two_dir = two_process_runs(dropout)
+    assert code == 0, err
+    code, out, err = run_in_process("gpt2", tiny_args("gpt2", tmp_path, text_file, *STEPS, f"--dropout={dropout}"),
+                                    capsys, monkeypatch)
+    assert code == 0, err
+    assert "(1 process(es) x 2 micro-batch(es)" in out
+    one = torch.load(tmp_path / "out" / "gpt2" / "ckpt.pt", weights_only=True)
+    two = torch.load(two_dir / "ckpt.pt", weights_only=True)
+    assert one["step"] == two["step"] == 6  # both saved the model after the last step, not an earlier one
+    assert one["config"]["dropout"] == two["config"]["dropout"] == dropout
+    assert one["model"].keys() == two["model"].keys()
+    for name, tensor in one["model"].items():
+        torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+def test_grad_accum_steps_not_divisible_by_the_processes_is_an_error(tmp_path, text_file):
+    code, ranks = torchrun_per_rank(tiny_args("gpt2", tmp_path, text_file, *STEPS, "--grad_accum_steps=3"), tmp_path)
+    assert code != 0
+    for _, err in ranks.values():
+        assert err.splitlines() == [
+            "error: --grad_accum_steps=3 must be divisible by the number of processes (2), so that the global batch "
+            "stays the same"]
+
+
+def test_a_rank_that_fails_brings_the_group_down_with_its_error_and_no_traceback(tmp_path, text_file):
+    # rank 0 alone reads the text before a barrier, so only rank 0 fails; rank 1 is left waiting in the barrier
+    code, ranks = torchrun_per_rank(tiny_args("gpt2", tmp_path, "nope.txt", *STEPS), tmp_path)
+    assert code != 0
+    assert ranks[0][1].splitlines() == [
+        "error: input file nope.txt does not exist; pass --input_file=PATH to a UTF-8 text file"]
+    for rank, (_, err) in ranks.items():
+        assert "Traceback" not in err, f"rank {rank} printed a traceback:\n{err}"

@@ -1,0 +1,296 @@
+"""What only gpt2.py has: GPT-2's modules and init, the optimizer recipe, the KV cache, the token file, resuming."""
+
+import math
+import os
+from contextlib import nullcontext
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import torch
+from conftest import TEXT, eval_lines, import_script, run_in_process, tiny_args
+
+gpt2 = import_script("gpt2")
+CHARS = sorted(set(TEXT))
+V = len(CHARS)
+TINY_MODEL = dict(block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+LAYER_PARAMETERS = [f"{module}.{kind}" for module in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc",
+                                                       "mlp.c_proj") for kind in ("weight", "bias")]
+
+
+# --- helpers ---
+@pytest.fixture(scope="module")
+def default_model():
+    """The default config's model (about 10.7M parameters), built once."""
+    torch.manual_seed(0)
+    return gpt2.GPT(gpt2.model_config(gpt2.HYPERPARAMETERS, 65))
+
+
+def tiny_gpt(seed=0, **changes):
+    torch.manual_seed(seed)
+    return gpt2.GPT(gpt2.GPTConfig(vocab_size=V, **{**TINY_MODEL, **changes}))
+
+
+def randomized(model, std=0.3, seed=0):
+    """Every parameter drawn anew, so that biases and LayerNorms count in a comparison (eval mode)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std + (1.0 if p.dim() == 1 else 0.0))
+    return model.eval()
+
+
+def random_tokens(B, T, seed=0):
+    return torch.randint(V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def reference_gpt2_logits(state, idx, n_layer, n_head):
+    """GPT-2's forward pass written out from its state dict, one formula per line."""
+    def layer_norm(x, name):
+        mean = x.mean(-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5) * state[f"{name}.weight"] + state[f"{name}.bias"]
+
+    def linear(x, name):
+        return x @ state[f"{name}.weight"].T + state[f"{name}.bias"]
+
+    def gelu(x):
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+    B, T = idx.shape
+    wte = state["transformer.wte.weight"]
+    x = wte[idx] + state["transformer.wpe.weight"][:T]
+    C = x.size(-1)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    for layer in range(n_layer):
+        h = f"transformer.h.{layer}"
+        qkv = linear(layer_norm(x, f"{h}.ln_1"), f"{h}.attn.c_attn")
+        q, k, v = (qkv[..., i * C:(i + 1) * C].view(B, T, n_head, C // n_head).transpose(1, 2) for i in range(3))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(C // n_head)
+        att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        x = x + linear((att @ v).transpose(1, 2).reshape(B, T, C), f"{h}.attn.c_proj")
+        x = x + linear(gelu(linear(layer_norm(x, f"{h}.ln_2"), f"{h}.mlp.c_fc")), f"{h}.mlp.c_proj")
+    return layer_norm(x, "transformer.ln_f") @ wte.T
+
+
+@pytest.fixture
+def gpt2_cli(tmp_path, text_file, capsys, monkeypatch):
+    """gpt2_cli(*extra) runs `python gpt2.py <tiny config> *extra` in this process: (exit code, out, err)."""
+    def run(*extra):
+        return run_in_process("gpt2", tiny_args("gpt2", tmp_path, text_file, *extra), capsys, monkeypatch)
+    return run
+
+
+# --- GPT-2's architecture ---
+def test_default_config_has_gpt2_parameter_count(default_model):
+    V_, T, C, L = 65, 256, 384, 6
+    per_layer = (2 * C  # ln_1
+                 + C * 3 * C + 3 * C  # attn.c_attn
+                 + C * C + C  # attn.c_proj
+                 + 2 * C  # ln_2
+                 + C * 4 * C + 4 * C  # mlp.c_fc
+                 + 4 * C * C + C)  # mlp.c_proj
+    expected = V_ * C + T * C + L * per_layer + 2 * C  # wte, wpe, blocks, ln_f; lm_head is wte (tied)
+    assert expected == 10_770_816
+    assert sum(p.numel() for p in default_model.parameters()) == expected
+
+
+def test_lm_head_is_tied_to_the_token_embedding(default_model):
+    assert default_model.lm_head.weight is default_model.transformer.wte.weight
+    assert default_model.lm_head.weight.data_ptr() == default_model.transformer.wte.weight.data_ptr()
+
+
+def test_state_dict_has_gpt2_module_names(default_model):
+    expected = {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight",
+                "transformer.ln_f.bias", "lm_head.weight"}
+    expected |= {f"transformer.h.{layer}.{name}" for layer in range(6) for name in LAYER_PARAMETERS}
+    assert set(default_model.state_dict()) == expected
+
+
+def test_model_computes_gpt2_forward_written_out_by_hand():
+    model = randomized(tiny_gpt().double())
+    idx = random_tokens(3, TINY_MODEL["block_size"])
+    logits, _ = model(idx)
+    expected = reference_gpt2_logits(model.state_dict(), idx, TINY_MODEL["n_layer"], TINY_MODEL["n_head"])
+    assert (logits - expected).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("name, std", [
+    ("transformer.wte.weight", 0.02),
+    ("transformer.wpe.weight", 0.02),
+    ("attn.c_attn.weight", 0.02),
+    ("mlp.c_fc.weight", 0.02),
+    ("attn.c_proj.weight", 0.02 / math.sqrt(2 * 6)),  # residual projections: 1/sqrt(2 n_layer)
+    ("mlp.c_proj.weight", 0.02 / math.sqrt(2 * 6)),
+])
+def test_weights_start_with_gpt2_std(default_model, name, std):
+    weights = [p for key, p in default_model.named_parameters() if key.endswith(name)]
+    assert weights
+    for p in weights:
+        assert p.mean().item() == pytest.approx(0.0, abs=0.05 * std)
+        assert p.std().item() == pytest.approx(std, rel=0.05)
+
+
+def test_biases_start_at_zero(default_model):
+    biases = {key: p for key, p in default_model.named_parameters() if key.endswith(".bias")}
+    assert len(biases) == 6 * 6 + 1  # four Linear and two LayerNorm biases per layer, and ln_f
+    assert all(torch.count_nonzero(p) == 0 for p in biases.values())
+
+
+def test_layer_norms_start_as_the_identity(default_model):
+    norms = [m for m in default_model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * 6 + 1
+    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
+
+
+# --- optimizer and schedule ---
+def test_weight_decay_applies_to_exactly_the_matrices_and_embeddings():
+    model = tiny_gpt()
+    decay, no_decay = gpt2.configure_optimizer(model, gpt2.HYPERPARAMETERS, fused=False).param_groups
+    grouped = [id(p) for p in decay["params"] + no_decay["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    assert {id(p) for p in decay["params"]} == {id(p) for p in model.parameters() if p.dim() >= 2}
+    assert decay["weight_decay"] == gpt2.HYPERPARAMETERS["weight_decay"] > 0
+    assert no_decay["weight_decay"] == 0
+
+
+LR_CFG = {**gpt2.HYPERPARAMETERS, "learning_rate": 1e-3, "min_lr": 5e-5, "warmup_iters": 10, "max_iters": 100}
+
+
+@pytest.mark.parametrize("step, lr", [(0, 1e-4), (9, 1e-3), (100, 5e-5)])
+def test_learning_rate_warms_up_then_ends_at_min_lr(step, lr):
+    assert gpt2.get_lr(step, LR_CFG) == pytest.approx(lr, rel=1e-12)
+
+
+def test_learning_rate_rises_during_warmup_then_decreases_to_the_end():
+    warmup, end = LR_CFG["warmup_iters"], LR_CFG["max_iters"]
+    lrs = [gpt2.get_lr(step, LR_CFG) for step in range(end + 1)]
+    assert all(a < b for a, b in pairwise(lrs[:warmup]))
+    assert all(a >= b for a, b in pairwise(lrs[warmup - 1:]))
+    assert lrs[warmup + 1] < lrs[warmup - 1]
+
+
+# --- gradient accumulation ---
+def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch():
+    model = tiny_gpt()
+    data = np.array([CHARS.index(c) for c in TEXT])
+    x, y = gpt2.get_batch(data, 8, TINY_MODEL["block_size"], torch.Generator().manual_seed(0))
+
+    def gradients(micro_batches):
+        model.zero_grad(set_to_none=True)
+        loss = gpt2.forward_backward(model, micro_batches, nullcontext())
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    split_loss, split = gradients([(1, x[:4], y[:4]), (1, x[4:], y[4:])])
+    whole_loss, whole = gradients([(1, x, y)])
+    assert split_loss.item() == pytest.approx(whole_loss.item(), abs=1e-6)
+    for a, b in zip(split, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+# --- KV cache ---
+def test_greedy_tokens_are_the_same_with_and_without_the_kv_cache():
+    model = randomized(tiny_gpt().double())
+    idx = random_tokens(2, 3)
+    new = TINY_MODEL["block_size"] - 3  # the whole sequence fits the window: the cache is exact
+    cached = model.generate(idx, new, temperature=0, use_cache=True)
+    uncached = model.generate(idx, new, temperature=0, use_cache=False)
+    assert torch.equal(cached, uncached)
+    assert len(set(cached[0, 3:].tolist())) > 1  # not one token repeated: the context matters
+
+
+def test_cached_forward_one_token_at_a_time_matches_the_whole_sequence():
+    model = randomized(tiny_gpt(), std=0.1)
+    T, prefill = TINY_MODEL["block_size"], 5
+    idx = random_tokens(2, T)
+    with torch.no_grad():
+        expected, _ = model(idx)
+        cache = gpt2.KVCache(model.config, 2, "cpu", torch.float32)
+        pieces = [model(idx[:, :prefill], cache=cache)[0]]
+        pieces += [model(idx[:, t:t + 1], cache=cache)[0] for t in range(prefill, T)]
+    assert cache.length == T
+    torch.testing.assert_close(torch.cat(pieces, dim=1), expected, rtol=0, atol=1e-5)
+
+
+# --- token file ---
+def test_token_file_is_written_once_reused_and_rebuilt_when_the_text_changes(tmp_path, monkeypatch):
+    line = "First Citizen: café — naïve, “quoted”.\n"
+    path = tmp_path / "big.txt"
+    path.write_text(line * (3_000_000 // len(line)), encoding="utf-8")
+    encoded = []
+    encode_to_file = gpt2.encode_to_file
+    monkeypatch.setattr(gpt2, "encode_to_file", lambda *args: encoded.append(args[0]) or encode_to_file(*args))
+    chunk = 1 << 20  # several chunks, so windows across a chunk boundary are checked too
+
+    chars, data = gpt2.load_tokens(str(path), str(tmp_path / "out"), chunk)
+    text = path.read_text(encoding="utf-8")
+    bin_path = tmp_path / "big.txt.tokens.bin"
+    assert chars == "".join(sorted(set(text)))
+    assert data.dtype == np.uint8
+    assert len(data) == bin_path.stat().st_size == len(text)  # one byte per character
+    itos, T = dict(enumerate(chars)), 64
+    starts = [0, chunk - T // 2, len(text) // 2 + 7, len(text) - T - 1]
+    x, y = gpt2.get_windows(data, starts, T)
+    for row, start in enumerate(starts):
+        assert gpt2.decode(x[row].tolist(), itos) == text[start:start + T]
+        assert gpt2.decode(y[row].tolist(), itos) == text[start + 1:start + 1 + T]
+
+    mtime = bin_path.stat().st_mtime_ns
+    assert gpt2.load_tokens(str(path), str(tmp_path / "out"), chunk)[0] == chars
+    assert len(encoded) == 1
+    assert bin_path.stat().st_mtime_ns == mtime
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("Ωmega\n")
+    chars, data = gpt2.load_tokens(str(path), str(tmp_path / "out"), chunk)
+    assert len(encoded) == 2
+    assert "Ω" in chars
+    assert len(data) == len(text) + len("Ωmega\n")
+    assert gpt2.decode(data[-6:].tolist(), dict(enumerate(chars))) == "Ωmega\n"
+
+
+@pytest.mark.parametrize("n_distinct, dtype", [(256, np.uint8), (257, np.uint16)])
+def test_token_file_uses_two_bytes_per_character_beyond_256_characters(tmp_path, n_distinct, dtype):
+    text = "".join(chr(0x100 + i) for i in range(n_distinct)) * 3
+    path = tmp_path / "wide.txt"
+    path.write_text(text, encoding="utf-8")
+    chars, data = gpt2.load_tokens(str(path), str(tmp_path / "out"))
+    assert data.dtype == dtype
+    assert (tmp_path / "wide.txt.tokens.bin").stat().st_size == len(text) * np.dtype(dtype).itemsize
+    assert gpt2.decode(data.tolist(), dict(enumerate(chars))) == text
+
+
+# --- checkpoints ---
+def test_training_resumes_from_the_checkpoint_step_and_the_model_samples(tmp_path, gpt2_cli):
+    code, _, err = gpt2_cli("--max_iters=20")
+    assert code == 0, err
+    ckpt_path = tmp_path / "out" / "gpt2" / "ckpt.pt"
+    saved_step = torch.load(ckpt_path, weights_only=True)["step"]
+
+    code, out, err = gpt2_cli("--resume", "--max_iters=30")
+    assert code == 0, err
+    assert f"resuming from step {saved_step} " in out
+    steps = [int(line.split()[1].rstrip(":")) for line in eval_lines(out)]
+    assert steps[0] == saved_step and steps[-1] == 30
+    with open(tmp_path / "out" / "gpt2" / "losses.csv") as f:
+        logged = [int(row.split(",")[0]) for row in f.read().splitlines()[1:]]
+    assert logged == sorted(set(logged)) and logged[-1] == 30  # the resumed steps replace the old rows
+
+    code, out, err = gpt2_cli("--sample", "--prompt=First")
+    assert code == 0, err
+    assert out.split("\n", 1)[1].startswith("First")
+
+
+class Payload:
+    """Not a tensor or a plain Python type: loading it with weights_only=True must fail."""
+
+
+def test_checkpoint_that_would_run_code_is_refused_with_one_line(tmp_path, gpt2_cli):
+    os.makedirs(tmp_path / "out" / "gpt2")
+    torch.save({"script": "gpt2", "evil": Payload()}, tmp_path / "out" / "gpt2" / "ckpt.pt")
+    code, _, err = gpt2_cli("--sample")
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error:") and "refused" in lines[0]

@@ -1,0 +1,137 @@
+"""Runs that stop early: Ctrl-C, a kill during a checkpoint write, a loss that blows up, and resuming exactly."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+import torch
+from conftest import ROOT, SCRIPTS, eval_lines, import_script, run_in_process, tiny_args
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(autouse=True)
+def children_receive_ctrl_c():
+    """Children inherit an ignored SIGINT (pytest started in the background); a user's terminal never ignores it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def running(script, argv, folder):
+    """`python script.py argv` in its own process, run in folder with its output in folder/stdout.txt, stderr.txt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "stdout.txt", "w") as out, open(folder / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *argv], cwd=folder, env=ENV, stdout=out,
+                                stderr=err)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def finish(proc, folder, timeout=30):
+    """Wait for the process to end: (exit code, stdout, stderr)."""
+    code = proc.wait(timeout=timeout)
+    return code, (folder / "stdout.txt").read_text(), (folder / "stderr.txt").read_text()
+
+
+def wait_until(condition, proc, timeout=30):
+    """Poll condition() until it holds, failing if the process ends first or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) before the condition held"
+        assert time.monotonic() < deadline, f"the condition did not hold within {timeout} s"
+
+
+def saved_step(path):
+    """The step of the checkpoint at path (-1 if there is none yet); every load is weights_only."""
+    return torch.load(path, weights_only=True)["step"] if path.exists() else -1
+
+
+def ctrl_c_after_checkpoint(proc, ckpt_path, step):
+    """Press Ctrl-C once the checkpoint of `step` (or a later one) is on disk."""
+    wait_until(lambda: saved_step(ckpt_path) >= step, proc)
+    proc.send_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_during_training_keeps_the_best_model_and_says_how_to_resume(script, tmp_path, text_file):
+    ckpt_path = tmp_path / "out" / script / "ckpt.pt"
+    with running(script, tiny_args(script, tmp_path, text_file, "--max_iters=100000", "--eval_interval=50"),
+                 tmp_path / "run") as proc:
+        ctrl_c_after_checkpoint(proc, ckpt_path, 50)
+        code, out, err = finish(proc, tmp_path / "run")
+    assert code == 130, err
+    assert "--resume" in err.splitlines()[-1]
+    assert "Traceback" not in out + err
+    assert saved_step(ckpt_path) >= 50
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadable(tmp_path, text_file):
+    v2 = import_script("v2")
+    rng = random.Random(0)
+    for attempt in range(3):
+        out_dir = tmp_path / f"out{attempt}"
+        ckpt_path, tmp = out_dir / "ckpt.pt", out_dir / "ckpt.pt.tmp"
+        argv = tiny_args("v2", tmp_path, text_file, "--max_iters=100000", "--eval_interval=1", f"--out_dir={out_dir}")
+        with running("v2", argv, tmp_path / f"run{attempt}") as proc:
+            wait_until(ckpt_path.exists, proc)  # the first checkpoint is complete: ckpt.pt.tmp was renamed
+            wait_until(tmp.exists, proc)  # a later checkpoint is being written
+            time.sleep(rng.uniform(0, 0.002))  # somewhere in the write: torch.save, fsync or the rename
+            proc.kill()
+            proc.wait(timeout=30)
+        checkpoint = torch.load(ckpt_path, weights_only=True)
+        model = v2.build_model(checkpoint["config"], len(checkpoint["chars"]))
+        model.load_state_dict(checkpoint["model"])  # complete: every tensor of the model is there
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_loss_that_blows_up_stops_the_run_with_one_error_line_and_keeps_the_last_good_model(
+        script, tmp_path, text_file, capsys, monkeypatch):
+    argv = tiny_args(script, tmp_path, text_file, "--learning_rate=1e6", "--max_iters=200", "--eval_interval=100",
+                     "--log_interval=1")
+    code, out, err = run_in_process(script, argv, capsys, monkeypatch)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]  # the progress bar's lines, then the error
+    assert sum("error:" in line for line in lines) == 1
+    assert lines[-1].startswith("error: "), f"the error is not a line of its own, the last one:\n{err!r}"
+    assert "loss" in lines[-1] and "--learning_rate" in lines[-1]
+    assert "Traceback" not in out + err
+    checkpoint = torch.load(tmp_path / "out" / script / "ckpt.pt", weights_only=True)
+    assert checkpoint["step"] == 0
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_resumed_run_prints_the_losses_of_an_uninterrupted_one(script, tmp_path, text_file, capsys, monkeypatch):
+    k = 100  # steps between evaluations: the runs stop at k, then go on to 2k
+
+    def args(name, *extra):
+        return tiny_args(script, tmp_path / name, text_file, f"--max_iters={2 * k}", f"--eval_interval={k}", *extra)
+
+    code, out, err = run_in_process(script, args("uninterrupted"), capsys, monkeypatch)
+    assert code == 0, err
+    uninterrupted = eval_lines(out)
+    assert [line.split(":")[0] for line in uninterrupted] == ["step 0", f"step {k}", f"step {2 * k}"]
+
+    if script == "gpt2":  # its learning rate depends on max_iters: stop the same run with Ctrl-C, as a user would
+        with running(script, args("resumed"), tmp_path / "run") as proc:
+            ctrl_c_after_checkpoint(proc, tmp_path / "resumed" / "out" / script / "ckpt.pt", k)
+            code, _, err = finish(proc, tmp_path / "run")
+        assert code == 130, err
+    else:  # a constant learning rate: a shorter run, then more steps
+        code, _, err = run_in_process(script, args("resumed", f"--max_iters={k}"), capsys, monkeypatch)
+        assert code == 0, err
+    code, out, err = run_in_process(script, args("resumed", "--resume"), capsys, monkeypatch)
+    assert code == 0, err
+    assert f"resuming from step {k}" in out
+    assert eval_lines(out) == uninterrupted[1:]  # step k, evaluated again, then step 2k

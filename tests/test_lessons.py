@@ -1,0 +1,441 @@
+"""Behaviour every lesson script shares: tokenizer, batches, model, evaluation, options, shared blocks, runs."""
+
+import ast
+import csv
+import difflib
+import math
+import re
+import sys
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, SCRIPTS, TEXT, TINY, eval_lines, import_script, run_in_process, tiny_args
+
+TRANSFORMERS = ("v2", "gpt2")  # the scripts whose model reads the context
+VOCAB_TEXT = TEXT + "Café — naïve.\n"  # non-ASCII characters in the vocabulary
+CHARS = sorted(set(VOCAB_TEXT))
+STOI = {ch: i for i, ch in enumerate(CHARS)}
+ITOS = dict(enumerate(CHARS))
+EVAL_LINE = re.compile(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}$")
+CSV_HEADER = ["step", "train_loss", "val_loss", "elapsed_s", "lr"]
+SHARED_BLOCK_START = re.compile(r"^# --- same in every script: (.+) ---$")
+SHARED_BLOCK_END = "# --- end ---"
+HYPERPARAMETER_LINE = re.compile(r"^([a-z_][a-z0-9_]*) = (\S.*?)  # (\S.*)$")
+
+
+# --- helpers ---
+@pytest.fixture
+def lesson(script):
+    return import_script(script)
+
+
+def tiny_config(script, **changes):
+    """The script's hyperparameters with its TINY overrides applied, then changes."""
+    module = import_script(script)
+    return {**module.HYPERPARAMETERS, **module.parse_overrides(TINY[script], module.HYPERPARAMETERS), **changes}
+
+
+def build_model(script, vocab_size, seed=0, **changes):
+    """A freshly initialised model of the script's tiny config."""
+    module, cfg = import_script(script), tiny_config(script, **changes)
+    torch.manual_seed(seed)
+    if script == "gpt2":
+        return module.GPT(module.model_config(cfg, vocab_size))
+    return module.build_model(cfg, vocab_size)
+
+
+def token_data(module, dtype=np.int64):
+    return np.array(module.encode(VOCAB_TEXT, STOI), dtype=dtype)
+
+
+def eval_sets(module, block_size):
+    data = token_data(module)
+    n = int(0.9 * len(data))
+    return {split: module.get_windows(part, module.eval_starts(len(part), block_size, 0), block_size)
+            for split, part in (("train", data[:n]), ("val", data[n:]))}
+
+
+def section(path, start):
+    """The lines after the line `start`, up to the first blank line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    body = lines[lines.index(start) + 1:]
+    return body[:body.index("")] if "" in body else body
+
+
+def hyperparameter_lines(script):
+    """{name: (value source, comment)} of the script's `# hyperparameters` section."""
+    lines = section(ROOT / f"{script}.py", "# hyperparameters")
+    bad = [line for line in lines if not HYPERPARAMETER_LINE.match(line)]
+    assert not bad, f"{script}.py: not `name = value  # comment`: {bad}"
+    return {m[1]: (m[2], m[3]) for m in map(HYPERPARAMETER_LINE.match, lines)}
+
+
+def shared_blocks(script):
+    """{name: lines} of the `# --- same in every script: NAME ---` ... `# --- end ---` blocks of a script."""
+    blocks, name, body = {}, None, []
+    for number, line in enumerate((ROOT / f"{script}.py").read_text(encoding="utf-8").splitlines(), 1):
+        where = f"{script}.py:{number}"
+        if start := SHARED_BLOCK_START.match(line):
+            assert name is None, f"{where}: block {start[1]!r} starts inside block {name!r}"
+            assert start[1] not in blocks, f"{where}: block {start[1]!r} appears twice"
+            name, body = start[1], []
+        elif line == SHARED_BLOCK_END:
+            assert name is not None, f"{where}: {SHARED_BLOCK_END!r} outside any block"
+            blocks[name], name = body, None
+        elif name is not None:
+            body.append(line)
+    assert name is None, f"{script}.py: block {name!r} has no {SHARED_BLOCK_END!r}"
+    return blocks
+
+
+@pytest.fixture
+def cli(tmp_path, text_file, capsys, monkeypatch):
+    """cli(script, *extra) runs `python script.py <tiny config> *extra` in this process: (exit code, out, err)."""
+    def run(script, *extra, text_path=text_file):
+        return run_in_process(script, tiny_args(script, tmp_path, text_path, *extra), capsys, monkeypatch)
+    return run
+
+
+@pytest.fixture
+def sample(script, cli):
+    """Train the script's tiny model; then sample(*extra) is the text that `--sample *extra` prints."""
+    code, _, err = cli(script)
+    assert code == 0, err
+
+    def run(*extra):
+        code, out, err = cli(script, "--sample", *extra)
+        assert code == 0, err
+        header, text = out.split("\n", 1)
+        assert header == "using device: cpu"
+        return text.removesuffix("\n")
+    return run
+
+
+# --- tokenizer ---
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_decode_of_encode_gives_the_text_back(lesson):
+    ids = lesson.encode(VOCAB_TEXT, STOI)
+    assert len(ids) == len(VOCAB_TEXT)
+    assert lesson.decode(ids, ITOS) == VOCAB_TEXT
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_encoding_an_unknown_character_raises_user_error_naming_it(lesson):
+    with pytest.raises(lesson.UserError, match="€"):
+        lesson.encode("Café €", STOI)
+
+
+# --- batches ---
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_windows_are_int64_b_by_t_and_targets_are_inputs_one_character_later(lesson):
+    data, T = token_data(lesson, np.uint8), 8
+    starts = [0, 5, len(data) - T - 1]
+    x, y = lesson.get_windows(data, starts, T)
+    assert x.shape == y.shape == (len(starts), T)
+    assert x.dtype == y.dtype == torch.int64
+    for row, start in enumerate(starts):
+        assert x[row].tolist() == data[start:start + T].tolist()
+        assert y[row].tolist() == data[start + 1:start + 1 + T].tolist()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_get_batch_draws_windows_of_the_data_and_their_next_characters(lesson):
+    data, B, T = token_data(lesson, np.uint8), 16, 8
+    x, y = lesson.get_batch(data, B, T, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (B, T)
+    assert x.dtype == y.dtype == torch.int64
+    windows = {tuple(w) for w in np.lib.stride_tricks.sliding_window_view(data, T + 1).tolist()}
+    for x_row, y_row in zip(x.tolist(), y.tolist(), strict=True):
+        assert x_row[1:] == y_row[:-1]
+        assert tuple(x_row + y_row[-1:]) in windows
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_get_batch_draws_every_start_including_the_last_and_never_runs_past_the_end(lesson):
+    T = 8
+    data = np.arange(T + 3)  # three possible windows
+    x, y = lesson.get_batch(data, 300, T, torch.Generator().manual_seed(0))
+    assert set(x[:, 0].tolist()) == {0, 1, 2}
+    assert torch.equal(y, x + 1)
+
+
+# --- model ---
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_forward_gives_b_t_v_logits_and_a_loss_only_with_targets(script):
+    V, T = 65, tiny_config(script)["block_size"]
+    model = build_model(script, V)
+    for length in (1, T // 2, T):
+        idx = torch.randint(V, (3, length))
+        logits, loss = model(idx)
+        assert logits.shape == (3, length, V)
+        assert loss is None
+        logits, loss = model(idx, torch.randint(V, (3, length)))
+        assert logits.shape == (3, length, V)
+        assert loss.shape == ()
+
+
+# bigram's table starts N(0, 1), so its loss starts about 0.5 above ln V; GPT-2's 0.02-std init starts at ln V
+@pytest.mark.parametrize("script, tolerance", [("bigram", 1.0), ("v2", 0.3), ("gpt2", 0.05)])
+def test_loss_at_initialisation_is_close_to_ln_vocab_size(script, tolerance):
+    V, T = 65, tiny_config(script)["block_size"]
+    model = build_model(script, V).eval()
+    generator = torch.Generator().manual_seed(0)
+    idx, targets = torch.randint(V, (2, 64, T), generator=generator)
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(V)) < tolerance
+
+
+@pytest.mark.parametrize("script", TRANSFORMERS)
+def test_changing_a_later_token_leaves_earlier_logits_unchanged(script):
+    V, T = 65, tiny_config(script)["block_size"]
+    model = build_model(script, V).eval()
+    idx = torch.randint(V, (2, T), generator=torch.Generator().manual_seed(0))
+    logits, _ = model(idx)
+    for t in range(T):
+        changed = idx.clone()
+        changed[:, t] = (changed[:, t] + 1) % V
+        changed_logits, _ = model(changed)
+        torch.testing.assert_close(changed_logits[:, :t], logits[:, :t], rtol=0, atol=1e-6)
+        assert not torch.allclose(changed_logits[:, t], logits[:, t])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_tiny_model_overfits_one_batch(lesson, script):
+    cfg = tiny_config(script)
+    data = token_data(lesson)
+    model = build_model(script, len(CHARS), dropout=0.0)
+    x, y = lesson.get_batch(data, cfg["batch_size"], cfg["block_size"], torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    _, first_loss = model(x, y)
+    for _ in range(150):
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5 * first_loss.item()
+
+
+@pytest.mark.parametrize("script, kwargs", [
+    pytest.param("bigram", {}, id="bigram"),
+    pytest.param("v2", {}, id="v2"),
+    pytest.param("gpt2", {"use_cache": True}, id="gpt2-kv-cache"),
+    pytest.param("gpt2", {"use_cache": False}, id="gpt2-no-cache"),
+])
+def test_generate_appends_max_new_tokens_in_vocabulary_even_past_block_size(script, kwargs):
+    V, T = 65, tiny_config(script)["block_size"]
+    model = build_model(script, V).eval()
+    generator = torch.Generator().manual_seed(0)
+    for context in (1, T + 5):  # a context longer than block_size is cropped, not an error
+        idx = torch.randint(V, (2, context), generator=generator)
+        out = model.generate(idx, 2 * T + 3, temperature=1.0, top_k=0, generator=generator, **kwargs)
+        assert out.shape == (2, context + 2 * T + 3)
+        assert torch.equal(out[:, :context], idx)
+        assert 0 <= out.min() and out.max() < V
+
+
+@pytest.mark.parametrize("script, expected", [("bigram", 65 * 65), ("v2", 209_729)])
+def test_default_config_has_the_exact_parameter_count(lesson, expected):
+    model = lesson.build_model(dict(lesson.HYPERPARAMETERS), 65)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+# --- evaluation ---
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("n_tokens, block_size, max_windows, count", [
+    (100, 8, 0, 12), (100, 8, 5, 5), (100, 8, 50, 12), (97, 8, 0, 12), (96, 8, 0, 11), (9, 8, 0, 1), (8, 8, 3, 0),
+])
+def test_eval_starts_are_non_overlapping_windows_within_the_split(lesson, n_tokens, block_size, max_windows, count):
+    starts = lesson.eval_starts(n_tokens, block_size, max_windows)
+    assert len(starts) == count
+    assert all(b - a >= block_size for a, b in pairwise(starts))
+    assert all(0 <= start and start + block_size + 1 <= n_tokens for start in starts)  # y needs one more character
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_estimate_loss_is_deterministic_and_leaves_the_model_in_train_mode(lesson, script):
+    model = build_model(script, len(CHARS), dropout=0.5)  # dropout would make two evaluations differ
+    sets = eval_sets(lesson, tiny_config(script)["block_size"])
+    first = lesson.estimate_loss(model, sets, 64)
+    assert lesson.estimate_loss(model, sets, 64) == first
+    assert set(first) == {"train", "val"}
+    assert all(module.training for module in model.modules())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_estimate_loss_is_the_mean_over_windows_whatever_the_eval_batch_size(lesson, script):
+    model = build_model(script, len(CHARS))
+    sets = eval_sets(lesson, tiny_config(script)["block_size"])
+    whole, in_sevens = lesson.estimate_loss(model, sets, 10_000), lesson.estimate_loss(model, sets, 7)
+    assert whole == pytest.approx(in_sevens, rel=1e-5)
+
+
+# --- command-line options ---
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("arg, name, value", [
+    ("--batch_size=7", "batch_size", 7),
+    ("--learning_rate=3e-4", "learning_rate", 3e-4),
+    ("--learning_rate=1", "learning_rate", 1.0),
+    ("--sample", "sample", True),
+    ("--sample=false", "sample", False),
+    ("--resume=1", "resume", True),
+    ("--prompt=ROMEO:", "prompt", "ROMEO:"),
+    ("--prompt=a=b", "prompt", "a=b"),
+    ("--prompt=", "prompt", ""),
+])
+def test_parse_overrides_converts_to_the_default_type(lesson, arg, name, value):
+    overrides = lesson.parse_overrides([arg], lesson.HYPERPARAMETERS)
+    assert overrides == {name: value}
+    assert type(overrides[name]) is type(value)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("arg", [
+    "--no_such_option=1", "-batch_size=4", "batch_size=4", "--batch_size=abc", "--batch_size=1.5", "--batch_size",
+    "--learning_rate=fast", "--sample=maybe",
+])
+def test_parse_overrides_rejects_bad_options_listing_the_valid_ones(lesson, arg):
+    with pytest.raises(lesson.UserError) as error:
+        lesson.parse_overrides([arg], lesson.HYPERPARAMETERS)
+    assert all(f"--{name}" in str(error.value) for name in lesson.HYPERPARAMETERS)
+
+
+# --- the three files in step ---
+def test_every_script_has_every_shared_block():
+    blocks = {script: shared_blocks(script) for script in SCRIPTS}
+    names = set().union(*blocks.values())
+    assert names, "no `# --- same in every script: NAME ---` blocks found"
+    missing = {script: sorted(names - set(found)) for script, found in blocks.items() if names - set(found)}
+    assert not missing, f"shared blocks missing: {missing}"
+
+
+def test_shared_blocks_are_identical_in_every_script():
+    blocks = {script: shared_blocks(script) for script in SCRIPTS}
+    first, *others = SCRIPTS
+    diffs = [
+        "\n".join(difflib.unified_diff(blocks[first][name], blocks[other][name], f"{first}.py: {name}",
+                                       f"{other}.py: {name}", lineterm=""))
+        for other in others for name in blocks[first] if name in blocks[other]
+        and blocks[first][name] != blocks[other][name]
+    ]
+    assert not diffs, "shared blocks differ:\n" + "\n".join(diffs)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_hyperparameters_section_lists_every_option_as_name_value_comment(lesson, script):
+    lines = hyperparameter_lines(script)
+    assert list(lines) == list(lesson.HYPERPARAMETERS)
+    for name, (value, _) in lines.items():
+        assert ast.literal_eval(value) == lesson.HYPERPARAMETERS[name], name
+        assert type(ast.literal_eval(value)) is type(lesson.HYPERPARAMETERS[name]), name
+
+
+def test_hyperparameters_shared_across_scripts_have_identical_comments():
+    comments = {script: {name: comment for name, (_, comment) in hyperparameter_lines(script).items()}
+                for script in SCRIPTS}
+    names = sorted(set().union(*comments.values()))
+    differing = []
+    for name in names:
+        seen = {script: found[name] for script, found in comments.items() if name in found}
+        if len(set(seen.values())) > 1:
+            differing.append(f"{name}: " + "; ".join(f"{script}.py {comment!r}" for script, comment in seen.items()))
+    assert not differing, "shared hyperparameters commented differently:\n" + "\n".join(differing)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_importing_a_script_prints_nothing_and_reads_no_argv_or_file(script, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no input.txt here: reading or downloading it would print or create files
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--batch_size=7", "--no_such_option"])
+    monkeypatch.delitem(sys.modules, script, raising=False)  # import afresh; the cached module comes back after
+    module = import_script(script)
+    assert capsys.readouterr() == ("", "")
+    assert module.HYPERPARAMETERS["batch_size"] != 7
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- runs ---
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_tiny_run_prints_evaluations_and_writes_checkpoint_loss_log_and_plot(script, tmp_path, cli):
+    code, out, err = cli(script)
+    assert code == 0, err
+    assert "using device: cpu" in out.splitlines()
+    lines = eval_lines(out)
+    assert all(EVAL_LINE.match(line) for line in lines), lines
+    cfg = tiny_config(script)
+    steps = [int(line.split()[1].rstrip(":")) for line in lines]
+    assert steps == sorted({*range(0, cfg["max_iters"], cfg["eval_interval"]), cfg["max_iters"]})
+    run_dir = tmp_path / "out" / script
+    with open(run_dir / "losses.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == CSV_HEADER
+    assert [f"step {s}: train loss {train}, val loss {val}" for s, train, val, *_ in rows] == lines
+    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["script"] == script
+    assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("prompt, start", [pytest.param("First Citizen:", "First Citizen:", id="prompt"),
+                                           pytest.param("", "\n", id="empty-prompt-starts-at-newline")])
+def test_sample_continues_the_prompt_with_max_new_tokens_characters(sample, script, prompt, start):
+    text = sample(f"--prompt={prompt}")
+    assert text.startswith(start)
+    assert len(text) == len(start) + tiny_config(script)["max_new_tokens"]
+    assert set(text) <= set(TEXT)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sample_at_temperature_0_is_the_same_whatever_the_seed(sample):
+    assert sample("--temperature=0", "--seed=1") == sample("--temperature=0", "--seed=2")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sample_with_the_same_seed_repeats_the_text(sample):
+    assert sample("--seed=5") == sample("--seed=5")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sample_with_top_k_larger_than_the_vocabulary_is_sampling_from_all(sample):
+    assert sample("--top_k=1000") == sample("--top_k=0")
+
+
+INPUT_TEXTS = {
+    "crlf_line_ends": TEXT.replace("\n", "\r\n"),
+    "no_trailing_newline": TEXT.rstrip("\n"),
+    "non_ascii": TEXT.replace("speak", "spéak — naïve"),
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("kind", INPUT_TEXTS)
+def test_tiny_run_trains_on_input_file(script, kind, tmp_path, cli):
+    path = tmp_path / f"{kind}.txt"
+    path.write_bytes(INPUT_TEXTS[kind].encode("utf-8"))
+    code, out, err = cli(script, text_path=path)
+    assert code == 0, err
+    with open(path, encoding="utf-8") as f:  # universal newlines: CRLF reads as "\n"
+        chars = "".join(sorted(set(f.read())))
+    assert torch.load(tmp_path / "out" / script / "ckpt.pt", weights_only=True)["chars"] == chars
+
+
+def load_vocabulary_and_length(module, path, tmp_path):
+    """(chars, number of characters) of a text, as the script's training reads it."""
+    if hasattr(module, "load_tokens"):
+        copy = tmp_path / path.name  # the token file is written next to the text: not into the repository
+        copy.write_bytes(path.read_bytes())
+        chars, data = module.load_tokens(str(copy), str(tmp_path / "out"))
+        return chars, len(data)
+    text = module.read_text(str(path))
+    return "".join(sorted(set(text))), len(text)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_tiny_shakespeare_has_the_known_size_vocabulary_and_split(lesson, tmp_path):
+    path = ROOT / "input.txt"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (it is downloaded on the first training run)")
+    chars, n_chars = load_vocabulary_and_length(lesson, path, tmp_path)
+    assert n_chars == 1_115_394
+    assert len(chars) == 65
+    n_train = int(0.9 * n_chars)
+    assert (n_train, n_chars - n_train) == (1_003_854, 111_540)
