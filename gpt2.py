@@ -836,6 +836,8 @@ def main(argv):
         if rank == 0:
             print(f"using device: {dev}" + (f" ({world_size} processes)" if world_size > 1 else ""))
         train(cfg, dev, rank, world_size, t_start)
+        if world_size > 1:
+            dist.barrier()  # leave together: a process that tears down while another still works can abort
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
