@@ -4,10 +4,11 @@ python bench.py                   the full runs (a few minutes on a GPU; on a 2-
 python bench.py --quick           tiny settings, under a minute on a 2-core CPU: checks that everything runs
 python bench.py --only=v2,video-v2 --device=cpu     some sections only
 
-Sections: bigram, v2, gpt2 (each script's default run, timed as a whole process), laptop (gpt2.py with
-the laptop recipe), sampling (1,000 new tokens with and without the key/value cache), video-v2 (the
-video's own v2 code, same config, whole process, and the ratio), video-gpt2 (training throughput of the
-video-style 10.8M model against gpt2.py's, same config, and the ratio).
+Sections: bigram, v2, gpt2 (each script's default run, timed as a whole process), laptop (gpt2.py
+with the laptop recipe, 10 minutes), laptop-3min (the same recipe in 3 minutes), sampling (1,000 new
+tokens with and without the key/value cache), video-v2 (the video's own v2 code, same config, whole
+process, and the ratio), video-gpt2 (training throughput of the video-style 10.8M model against
+gpt2.py's, same config, and the ratio).
 The video-style code lives here, not in the lessons: one module per head, a mask buffer, a masked
 softmax, no fused kernels, and the video's evaluation (200 random batches per split every 100 steps).
 """
@@ -29,12 +30,13 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("bigram", "v2", "gpt2", "laptop", "sampling", "video-v2", "video-gpt2")
+SECTIONS = ("bigram", "v2", "gpt2", "laptop", "laptop-3min", "sampling", "video-v2", "video-gpt2")
 QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
     "bigram": "--max_iters=200 --eval_interval=100",
     "v2": "--max_iters=200 --eval_interval=100",
     "gpt2": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --max_iters=50 --eval_interval=25",
     "laptop": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25 --time_budget=10",
+    "laptop-3min": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25",
 }
 
 
@@ -155,7 +157,8 @@ def read_losses(path):
 def bench_script(script, section, device, quick, target):
     """One whole-process run of a lesson script; its figures from the process's clock and its loss log."""
     module = __import__(script)
-    recipe = module.LAPTOP_RECIPE if section == "laptop" else ""
+    recipe = {"laptop": module.LAPTOP_RECIPE,
+              "laptop-3min": module.LAPTOP_RECIPE.replace("--time_budget=600", "--time_budget=180")}.get(section, "")
     overrides = recipe.split() + (QUICK[section] if quick else "").split()
     out_dir = os.path.join(tempfile.mkdtemp(prefix="bench-"), script)
     argv = [sys.executable, f"{script}.py", *overrides, f"--out_dir={out_dir}", "--max_new_tokens=0"]
@@ -283,7 +286,8 @@ def main():
     print(f"bench on {describe(device)}, torch {torch.__version__}, {today}\n", flush=True)
 
     runs = []
-    for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("laptop", "gpt2")):
+    for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("laptop", "gpt2"),
+                            ("laptop-3min", "gpt2")):
         if section in sections:
             runs.append(bench_script(script, section, args.device, args.quick, args.target if script == "gpt2"
                                      else None))

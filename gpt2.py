@@ -69,8 +69,8 @@ kv_cache = True  # sample with a key/value cache (False: recompute the whole con
 HYPERPARAMETERS = {k: v for k, v in globals().items() if type(v) in (bool, int, float, str) and not k.startswith("_")}
 SCRIPT = "gpt2"
 MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")  # what a checkpoint's model is built from
-LAPTOP_RECIPE = ("--n_layer=4 --n_head=4 --n_embd=128 --block_size=128 --batch_size=32 --dropout=0.0 "
-                 "--learning_rate=2e-3 --min_lr=2e-4 --eval_interval=250 --time_budget=600")
+LAPTOP_RECIPE = ("--n_layer=4 --n_head=4 --n_embd=128 --block_size=128 --batch_size=16 --dropout=0.0 "
+                 "--learning_rate=2e-3 --min_lr=2e-4 --eval_interval=1000 --time_budget=600")
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peak, for MFU
 
 # --- same in every script: errors and command-line overrides ---
