@@ -31,12 +31,13 @@ from torch.nn import functional as F
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ("bigram", "v2", "gpt2", "laptop", "laptop-3min", "sampling", "video-v2", "video-gpt2")
+TINY_GPT = "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25"
 QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
     "bigram": "--max_iters=200 --eval_interval=100",
     "v2": "--max_iters=200 --eval_interval=100",
-    "gpt2": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --max_iters=50 --eval_interval=25",
-    "laptop": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25 --time_budget=10",
-    "laptop-3min": "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25",
+    "gpt2": TINY_GPT + " --max_iters=50",
+    "laptop": TINY_GPT + " --time_budget=10",
+    "laptop-3min": TINY_GPT + " --time_budget=10",
 }
 
 
@@ -154,14 +155,17 @@ def read_losses(path):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def bench_script(script, section, device, quick, target):
+def bench_script(script, section, device, quick, target, work_dir, input_file):
     """One whole-process run of a lesson script; its figures from the process's clock and its loss log."""
     module = __import__(script)
-    recipe = {"laptop": module.LAPTOP_RECIPE,
-              "laptop-3min": module.LAPTOP_RECIPE.replace("--time_budget=600", "--time_budget=180")}.get(section, "")
+    recipe = module.LAPTOP_RECIPE if section.startswith("laptop") else ""
+    if section == "laptop-3min":
+        recipe = recipe.replace("--time_budget=600", "--time_budget=180")
     overrides = recipe.split() + (QUICK[section] if quick else "").split()
-    out_dir = os.path.join(tempfile.mkdtemp(prefix="bench-"), script)
+    out_dir = os.path.join(work_dir, section)
     argv = [sys.executable, f"{script}.py", *overrides, f"--out_dir={out_dir}", "--max_new_tokens=0"]
+    if input_file:
+        argv.append(f"--input_file={input_file}")
     if device:
         argv.append(f"--device={device}")
     wall, lines = run_process(argv)
@@ -212,15 +216,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_video_gpt2(device, quick):
+def bench_video_gpt2(device, quick, dropout):
     """Training throughput of the video-style model and of gpt2.py's, same config and batch."""
     import contextlib
 
     import gpt2
-    cfg = dict(gpt2.HYPERPARAMETERS)
+    cfg = {**gpt2.HYPERPARAMETERS, "dropout": dropout}
     if quick:
         cfg.update(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8)
-    steps = 3 if device == "cpu" else 50
+    steps = 4 if device == "cpu" else 50
     dev = torch.device(device)
     batch = [torch.randint(65, (cfg["batch_size"], cfg["block_size"]), device=dev) for _ in range(2)]
     torch.manual_seed(0)
@@ -238,9 +242,9 @@ def bench_video_gpt2(device, quick):
     n_ours = sum(p.numel() for p in model.parameters()) / 1e6
     recipe = "bf16 autocast, torch.compile, fused AdamW" if cuda else "float32, fused attention and AdamW"
     return [
-        (f"video-style ({n_video:.1f}M)", "float32, per-head modules, masked softmax", video_speed,
-         flops * video_speed / 1e9),
-        (f"gpt2.py ({n_ours:.1f}M)", recipe, ours_speed, flops * ours_speed / 1e9),
+        (f"video-style ({n_video:.1f}M), dropout {dropout}", "float32, per-head modules, masked softmax",
+         video_speed, flops * video_speed / 1e9),
+        (f"gpt2.py ({n_ours:.1f}M), dropout {dropout}", recipe, ours_speed, flops * ours_speed / 1e9),
     ], ours_speed / video_speed
 
 
@@ -272,6 +276,7 @@ def main():
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
     parser.add_argument("--save_dir", default="", help="copy each run's losses.csv and loss.png here")
+    parser.add_argument("--input_file", default="", help="train on this text instead of input.txt")
     args = parser.parse_args()
     sections = args.only.split(",")
     unknown = set(sections) - set(SECTIONS)
@@ -281,7 +286,15 @@ def main():
                              else "cpu")
     sys.path.insert(0, ROOT)
     import v2
-    v2.check_input_file(os.path.join(ROOT, "input.txt"))  # downloads tiny Shakespeare if it is missing
+    input_file = os.path.abspath(args.input_file) if args.input_file else os.path.join(ROOT, "input.txt")
+    v2.check_input_file(input_file)  # downloads tiny Shakespeare if input.txt is missing
+    with tempfile.TemporaryDirectory(prefix="bench-") as work_dir:
+        lines = run_sections(args, sections, device, work_dir, input_file if args.input_file else "")
+    print("\n".join(lines))
+
+
+def run_sections(args, sections, device, work_dir, input_file):
+    """Run the chosen sections; return the markdown lines of their tables."""
     today = datetime.date.today().isoformat()
     print(f"bench on {describe(device)}, torch {torch.__version__}, {today}\n", flush=True)
 
@@ -289,8 +302,8 @@ def main():
     for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("laptop", "gpt2"),
                             ("laptop-3min", "gpt2")):
         if section in sections:
-            runs.append(bench_script(script, section, args.device, args.quick, args.target if script == "gpt2"
-                                     else None))
+            target = args.target if script == "gpt2" else None
+            runs.append(bench_script(script, section, args.device, args.quick, target, work_dir, input_file))
             r = runs[-1]
             if args.save_dir:
                 os.makedirs(args.save_dir, exist_ok=True)
@@ -310,21 +323,23 @@ def main():
         lines.append("")
     if "video-v2" in sections:
         iters = 200 if args.quick else 5000
-        code = (f"import bench; bench.video_v2_run({os.path.join(ROOT, 'input.txt')!r}, {device!r}, {iters}, "
-                f"100, {20 if args.quick else 200})")
+        text = input_file or os.path.join(ROOT, "input.txt")
+        code = f"import bench; bench.video_v2_run({text!r}, {device!r}, {iters}, 100, {20 if args.quick else 200})"
         wall_video, _ = run_process([sys.executable, "-c", code])
-        ours = next((r for r in runs if r["script"] == "v2.py"), None) or bench_script("v2", "v2", args.device,
-                                                                                       args.quick, None)
+        ours = next((r for r in runs if r["script"] == "v2.py"), None) or bench_script(
+            "v2", "v2", args.device, args.quick, None, work_dir, input_file)
         lines += ["| v2, same config | steps | wall time (whole process) |", "|---|---|---|",
                   f"| video's code (per-head modules, 200-batch eval every 100 steps) | {iters} | {wall_video:.1f} s |",
                   f"| v2.py | {ours['steps']} | {ours['wall']:.1f} s |",
                   f"| speedup | | **{wall_video / ours['wall']:.2f}x** |", ""]
     if "video-gpt2" in sections:
-        rows, ratio = bench_video_gpt2(device, args.quick)
         lines += ["| GPT training throughput, same config and batch | precision and kernels | tokens/s | GFLOP/s |",
                   "|---|---|---|---|"]
-        lines += [f"| {name} | {how} | {speed:,.0f} | {gflops:,.1f} |" for name, how, speed, gflops in rows]
-        lines += [f"| speedup | | **{ratio:.2f}x** | |", ""]
+        for dropout in (0.2, 0.0):  # the default config's dropout, and the laptop recipe's
+            rows, ratio = bench_video_gpt2(device, args.quick, dropout)
+            lines += [f"| {name} | {how} | {speed:,.0f} | {gflops:,.1f} |" for name, how, speed, gflops in rows]
+            lines += [f"| speedup, dropout {dropout} | | **{ratio:.2f}x** | |"]
+        lines.append("")
     if "sampling" in sections:
         n_tokens = 200 if args.quick else 1000
         speed = bench_sampling(device, args.quick, n_tokens)
@@ -332,7 +347,7 @@ def main():
                   f"| with the key/value cache | {speed[True]:,.0f} |",
                   f"| without (whole context every token) | {speed[False]:,.0f} |",
                   f"| speedup | **{speed[True] / speed[False]:.1f}x** |", ""]
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

