@@ -181,10 +181,15 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
     reached = next((t for t, val in evals if val <= target), None) if target else None
     device_used = next(line for _, line in lines if line.startswith("using device: ")).split()[2]
     command = f"python {script}.py {' '.join(overrides)}".strip()
+    mfu = None
+    if script == "gpt2" and device_used.startswith("cuda"):  # model FLOPs utilisation, as gpt2.py computes it
+        peak = module.peak_flops(device_used)
+        model = module.GPT(module.model_config(cfg, 65))
+        mfu = module.flops_per_token(model) * speed / peak if peak else None
     return {"script": f"{script}.py", "device": describe(device_used), "command": command, "steps": steps,
             "wall": wall, "per_step": wall / max(1, steps), "tok_s": speed,
             "best_val": min(r["val_loss"] for r in rows), "final_val": rows[-1]["val_loss"],
-            "to_target": reached, "out_dir": out_dir}
+            "to_target": reached, "mfu": mfu, "out_dir": out_dir}
 
 
 def describe(device):
@@ -313,13 +318,14 @@ def run_sections(args, sections, device, work_dir, input_file):
             print(f"{section}: {r['wall']:.1f} s, best val {r['best_val']:.4f}", flush=True)
     lines = []
     if runs:
-        lines += ["| script | device | command | steps | wall time | time/step | tokens/s | best val | "
-                  f"time to val {args.target} | date |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| script | device | command | steps | wall time | time/step | tokens/s | MFU | best val | "
+                  f"time to val {args.target} | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             to_target = f"{r['to_target']:.1f} s" if r["to_target"] is not None else "–"
+            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "–"
             lines.append(f"| {r['script']} | {r['device']} | `{r['command']}` | {r['steps']} | {r['wall']:.1f} s | "
-                         f"{r['per_step'] * 1e3:.1f} ms | {r['tok_s']:,.0f} | {r['best_val']:.4f} | {to_target} | "
-                         f"{today} |")
+                         f"{r['per_step'] * 1e3:.1f} ms | {r['tok_s']:,.0f} | {mfu} | {r['best_val']:.4f} | "
+                         f"{to_target} | {today} |")
         lines.append("")
     if "video-v2" in sections:
         iters = 200 if args.quick else 5000

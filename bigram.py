@@ -4,7 +4,7 @@ A lookup table of logits (an nn.Embedding of vocab_size rows and columns) traine
 the baseline every later lesson must beat.
 Run:    python bigram.py                       (train, save the best model to out/bigram/)
         python bigram.py --sample --prompt="ROMEO:"   (generate from the saved model)
-Result: val loss 2.4865 after 3000 steps, 3.3 s on a 2-core laptop CPU (2026-11-26).
+Result: val loss 2.4865 after 3000 steps, 3.3 s on 2 CPU cores (2026-11-26).
 """
 
 import csv
