@@ -1,6 +1,7 @@
 """Measure the lessons and print markdown tables: every speed and loss figure in the README comes from here.
 
-python bench.py                   the full runs (a few minutes on a GPU; on a 2-core CPU about half an hour)
+python bench.py                   every section (minutes on a GPU; on a CPU gpt2.py's default run alone
+                                  takes hours, so choose sections with --only)
 python bench.py --quick           tiny settings, under a minute on a 2-core CPU: checks that everything runs
 python bench.py --only=v2,video-v2 --device=cpu     some sections only
 
@@ -31,6 +32,7 @@ from torch.nn import functional as F
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ("bigram", "v2", "gpt2", "laptop", "laptop-3min", "sampling", "video-v2", "video-gpt2")
+LAPTOP_3MIN = "--block_size=64 --batch_size=32 --learning_rate=3e-3 --min_lr=3e-4 --time_budget=180"
 TINY_GPT = "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25"
 QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
     "bigram": "--max_iters=200 --eval_interval=100",
@@ -131,6 +133,20 @@ def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
         optimizer.step()
 
 
+def count_table_loss(path):
+    """Val loss of a bigram count table: the train split's pair counts, add-one smoothed (bigram.py's floor)."""
+    import numpy as np
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    stoi = {ch: i for i, ch in enumerate(sorted(set(text)))}
+    data = np.array([stoi[c] for c in text])
+    n = int(0.9 * len(data))
+    counts = np.ones((len(stoi), len(stoi)))
+    np.add.at(counts, (data[:n - 1], data[1:n]), 1)
+    probs = counts / counts.sum(axis=1, keepdims=True)
+    return float(-np.log(probs[data[n:-1], data[n + 1:]]).mean())
+
+
 def run_process(argv):
     """Run a command from the repository root: (wall seconds, [(seconds since launch, stdout line)]).
 
@@ -159,8 +175,8 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
     """One whole-process run of a lesson script; its figures from the process's clock and its loss log."""
     module = __import__(script)
     recipe = module.LAPTOP_RECIPE if section.startswith("laptop") else ""
-    if section == "laptop-3min":
-        recipe = recipe.replace("--time_budget=600", "--time_budget=180")
+    if section == "laptop-3min":  # shorter windows and a higher learning rate pay off in 3 minutes
+        recipe += " " + LAPTOP_3MIN
     overrides = recipe.split() + (QUICK[section] if quick else "").split()
     out_dir = os.path.join(work_dir, section)
     argv = [sys.executable, f"{script}.py", *overrides, f"--out_dir={out_dir}", "--max_new_tokens=0"]
@@ -327,6 +343,10 @@ def run_sections(args, sections, device, work_dir, input_file):
                          f"{r['per_step'] * 1e3:.1f} ms | {r['tok_s']:,.0f} | {mfu} | {r['best_val']:.4f} | "
                          f"{to_target} | {today} |")
         lines.append("")
+    if "bigram" in sections:
+        text = input_file or os.path.join(ROOT, "input.txt")
+        lines += [f"A bigram count table (the train split's pair counts, add-one smoothed) scores val loss "
+                  f"{count_table_loss(text):.4f}: the floor for bigram.py.", ""]
     if "video-v2" in sections:
         iters = 200 if args.quick else 5000
         text = input_file or os.path.join(ROOT, "input.txt")

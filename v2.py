@@ -502,13 +502,15 @@ def train(cfg, dev):
         os.remove(log_path)
 
     # 3) the training loop: evaluate every eval_interval steps, keep the best model
-    t0 = time.time()
+    t0, eval_seconds = time.time(), 0.0
     bar = tqdm(total=cfg["max_iters"], initial=start_step, dynamic_ncols=True, mininterval=0.5)
     step = start_step
     try:
         for step in range(start_step, cfg["max_iters"] + 1):
             if step % cfg["eval_interval"] == 0 or step == cfg["max_iters"]:
+                t_eval = time.time()
                 losses = estimate_loss(model, eval_sets, cfg["eval_batch_size"])
+                eval_seconds += time.time() - t_eval
                 tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 log_losses(log_path, step, losses, time.time() - t0, cfg["learning_rate"])
                 if losses["val"] < best_val:
@@ -542,7 +544,8 @@ def train(cfg, dev):
                         "try a smaller --batch_size") from None
     finally:
         bar.close()  # before any error message, so that the message gets a line of its own
-    print(f"training took {time.time() - t0:.1f} s; best val loss {best_val:.4f}, saved in {ckpt_path}")
+    print(f"training took {time.time() - t0:.1f} s ({eval_seconds:.1f} s of it evaluating); "
+          f"best val loss {best_val:.4f}, saved in {ckpt_path}")
     plot_losses(log_path, os.path.join(cfg["out_dir"], "loss.png"), f"{SCRIPT}.py on {cfg['input_file']}")
 
     # 4) a sample from the trained model

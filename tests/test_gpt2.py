@@ -2,6 +2,8 @@
 
 import math
 import os
+import re
+import time
 from contextlib import nullcontext
 from itertools import pairwise
 
@@ -294,3 +296,15 @@ def test_checkpoint_that_would_run_code_is_refused_with_one_line(tmp_path, gpt2_
     lines = err.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error:") and "refused" in lines[0]
+
+
+def test_time_budget_sets_max_iters_from_the_measured_step_time(gpt2_cli):
+    budget = 6
+    start = time.time()
+    code, out, err = gpt2_cli(f"--time_budget={budget}", "--max_iters=1000000", "--eval_interval=500")
+    elapsed = time.time() - start
+    assert code == 0, err
+    chosen = int(re.search(r"time budget: \d+ ms a step, so max_iters = (\d+)", out)[1])
+    assert 10 < chosen < 1000000
+    assert eval_lines(out)[-1].startswith(f"step {chosen}:")  # the run ends at the step it chose
+    assert elapsed < 2 * budget  # roughly on time, with room for a busy machine
