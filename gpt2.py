@@ -6,8 +6,8 @@ resumable checkpoints, a key/value cache for sampling, any size of text, and man
 Run:    python gpt2.py              (a GPU; on a laptop see the recipe this prints, or the README)
         python gpt2.py --resume     python gpt2.py --sample --prompt="ROMEO:"
         torchrun --standalone --nproc_per_node=8 gpt2.py --grad_accum_steps=8 --batch_size=8
-Result: val loss 1.4549 on one H100, below 1.47 after 43 s, 51 s in all (2026-11-26); the laptop
-        recipe: 1.5104 in 531 s on 2 CPU cores.
+Result: val loss 1.4457 on one H100, below 1.47 after 55 s, 66 s in all (43 s and 51 s on another
+        H100; 2026-11-26); the laptop recipe: 1.5104 in 531 s on 2 CPU cores.
 """
 
 import csv
