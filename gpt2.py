@@ -304,8 +304,8 @@ class KVCache:
     def update(self, layer, k, v):
         """Store the new positions' k, v (B, nh, T, hs); return all of them so far (B, nh, length + T, hs)."""
         end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
+        self.k[layer, :, :, self.length:end] = k  # (B, nh, T, hs) into positions length..end
+        self.v[layer, :, :, self.length:end] = v  # (B, nh, T, hs)
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
@@ -335,7 +335,10 @@ class CausalSelfAttention(nn.Module):
         else:  # new positions attend to every cached position and causally among themselves
             k, v = cache.update(layer, k, v)  # (B, nh, S, hs): S = cached positions + T
             S = k.size(2)
-            mask = None if T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+            if T == 1:
+                mask = None  # one new position sees every cached one
+            else:
+                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)  # (T, S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
