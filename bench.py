@@ -10,8 +10,9 @@ with the laptop recipe, 10 minutes), laptop-3min (the same recipe in 3 minutes),
 tokens with and without the key/value cache), video-v2 (the video's own v2 code, same config, whole
 process, and the ratio), video-gpt2 (training throughput of the video-style 10.8M model against
 gpt2.py's, same config, and the ratio).
-The video-style code lives here, not in the lessons: one module per head, a mask buffer, a masked
-softmax, no fused kernels, and the video's evaluation (200 random batches per split every 100 steps).
+The video-style baselines use v2.py's model, which is the video's (one module per head, a mask buffer, a
+masked softmax); only what the video does differently is here: its evaluation (200 random batches per split
+every 100 steps), its get_batch and plain AdamW.
 """
 
 import argparse
@@ -27,8 +28,6 @@ import tempfile
 import time
 
 import torch
-import torch.nn as nn
-from torch.nn import functional as F
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ("bigram", "v2", "gpt2", "laptop", "laptop-3min", "sampling", "video-v2", "video-gpt2")
@@ -43,55 +42,10 @@ QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
 }
 
 
-# the video's model, written as in the video: one module per head, a mask buffer, a masked softmax
-class Head(nn.Module):
-    def __init__(self, n_embd, head_size, block_size, dropout):
-        super().__init__()
-        self.key = nn.Linear(n_embd, head_size, bias=False)
-        self.query = nn.Linear(n_embd, head_size, bias=False)
-        self.value = nn.Linear(n_embd, head_size, bias=False)
-        self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size)))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        k = self.key(x)  # (B, T, hs)
-        q = self.query(x)  # (B, T, hs)
-        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, hs) @ (B, hs, T) -> (B, T, T)
-        wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))  # (B, T, T)
-        wei = self.dropout(F.softmax(wei, dim=-1))  # (B, T, T)
-        return wei @ self.value(x)  # (B, T, T) @ (B, T, hs) -> (B, T, hs)
-
-
-class VideoGPT(nn.Module):
-    def __init__(self, vocab_size, block_size, n_embd, n_head, n_layer, dropout):
-        super().__init__()
-        self.token_embedding_table = nn.Embedding(vocab_size, n_embd)
-        self.position_embedding_table = nn.Embedding(block_size, n_embd)
-        self.blocks = nn.ModuleList([nn.ModuleDict(dict(
-            heads=nn.ModuleList([Head(n_embd, n_embd // n_head, block_size, dropout) for _ in range(n_head)]),
-            proj=nn.Linear(n_embd, n_embd),
-            ffwd=nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd),
-                               nn.Dropout(dropout)),
-            ln1=nn.LayerNorm(n_embd), ln2=nn.LayerNorm(n_embd), drop=nn.Dropout(dropout),
-        )) for _ in range(n_layer)])
-        self.ln_f = nn.LayerNorm(n_embd)
-        self.lm_head = nn.Linear(n_embd, vocab_size)
-
-    def forward(self, idx, targets=None):
-        B, T = idx.shape
-        x = self.token_embedding_table(idx) + self.position_embedding_table(torch.arange(T, device=idx.device))
-        for b in self.blocks:
-            h = b["ln1"](x)
-            x = x + b["drop"](b["proj"](torch.cat([head(h) for head in b["heads"]], dim=-1)))
-            x = x + b["ffwd"](b["ln2"](x))
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        loss = None if targets is None else F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
-        return logits, loss
-
-
 def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
-    """The video's v2 training script (batch 16, block 32, 4 x 64 wide, lr 1e-3), as one function."""
+    """The video's v2 training script (batch 16, block 32, 4 x 64 wide, lr 1e-3) with v2.py's model, which is the
+    video's: only what differs from v2.py is here (its get_batch and its 200-batch estimate_loss, plain AdamW)."""
+    import v2
     torch.manual_seed(1337)
     batch_size, block_size = 16, 32
     with open(input_file, encoding="utf-8") as f:
@@ -121,7 +75,7 @@ def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
         model.train()
         return out
 
-    model = VideoGPT(len(chars), block_size, 64, 4, 4, 0.0).to(device)
+    model = v2.GPTLanguageModel(len(chars), block_size, 64, 4, 4, 0.0).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for step in range(max_iters):
         if step % eval_interval == 0 or step == max_iters - 1:
@@ -186,7 +140,7 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
         argv.append(f"--device={device}")
     wall, lines = run_process(argv)
     rows = read_losses(os.path.join(out_dir, "losses.csv"))
-    cfg = {**module.HYPERPARAMETERS, **module.parse_overrides(overrides, module.HYPERPARAMETERS)}
+    cfg = {**module.HYPERPARAMETERS, **module.parse_command_line(overrides, module.HYPERPARAMETERS)}
     steps = int(rows[-1]["step"])
     tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg.get("grad_accum_steps", 1)
     # steady-state speed: from the second evaluation to the last (start-up and compilation excluded)
@@ -200,7 +154,7 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
     mfu = None
     if script == "gpt2" and device_used.startswith("cuda"):  # model FLOPs utilisation, as gpt2.py computes it
         peak = module.peak_flops(device_used)
-        model = module.GPT(module.model_config(cfg, 65))
+        model = module.build_model(cfg, 65)
         mfu = module.flops_per_token(model) * speed / peak if peak else None
     return {"script": f"{script}.py", "device": describe(device_used), "command": command, "steps": steps,
             "wall": wall, "per_step": wall / max(1, steps), "tok_s": speed,
@@ -238,10 +192,11 @@ def sync(device):
 
 
 def bench_video_gpt2(device, quick, dropout):
-    """Training throughput of the video-style model and of gpt2.py's, same config and batch."""
+    """Training throughput of the video's model (v2.py's, at gpt2.py's size) and of gpt2.py's, same batch."""
     import contextlib
 
     import gpt2
+    import v2
     cfg = {**gpt2.HYPERPARAMETERS, "dropout": dropout}
     if quick:
         cfg.update(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8)
@@ -249,10 +204,10 @@ def bench_video_gpt2(device, quick, dropout):
     dev = torch.device(device)
     batch = [torch.randint(65, (cfg["batch_size"], cfg["block_size"]), device=dev) for _ in range(2)]
     torch.manual_seed(0)
-    video = VideoGPT(65, cfg["block_size"], cfg["n_embd"], cfg["n_head"], cfg["n_layer"], cfg["dropout"]).to(dev)
+    video = v2.build_model(cfg, 65).to(dev)
     video_speed = throughput(video, torch.optim.AdamW(video.parameters(), lr=1e-4), batch, steps,
                              contextlib.nullcontext())
-    model = gpt2.GPT(gpt2.model_config(cfg, 65)).to(dev)
+    model = gpt2.build_model(cfg, 65).to(dev)
     optimizer = gpt2.configure_optimizer(model, {**cfg, "learning_rate": 1e-4}, fused=True)
     cuda = dev.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
@@ -277,7 +232,7 @@ def bench_sampling(device, quick, n_tokens):
         cfg.update(n_layer=2, n_head=2, n_embd=64, block_size=64)
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = gpt2.GPT(gpt2.model_config(cfg, 65)).to(dev).eval()
+    model = gpt2.build_model(cfg, 65).to(dev).eval()
     result = {}
     for use_cache in (True, False):
         idx = torch.zeros((1, 1), dtype=torch.long, device=dev)

@@ -1,14 +1,15 @@
 """Lesson 1: the bigram model, which predicts the next character from the current one alone.
 
-A lookup table of logits (an nn.Embedding of vocab_size rows and columns) trained with cross-entropy:
+A lookup table of logits (an nn.Embedding with vocab_size rows and columns) trained with cross-entropy:
 the baseline every later lesson must beat.
-Run:    python bigram.py                       (train, save the best model to out/bigram/)
-        python bigram.py --sample --prompt="ROMEO:"   (generate from the saved model)
+Run:    python bigram.py                              (train; the best model is kept in out/bigram/)
+        python bigram.py --sample --prompt="ROMEO:"   (generate from the saved model)    python bigram.py --help
 Result: val loss 2.4865 after 3000 steps, 3.3 s on 2 CPU cores (2026-11-26).
 """
 
-import csv
+import errno
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -28,38 +29,222 @@ block_size = 8  # max context length in characters (T)
 max_iters = 3000  # training steps (optimizer updates)
 eval_interval = 300  # steps between evaluations of the train and val loss
 learning_rate = 1e-2  # AdamW step size
+# evaluation
 eval_train_windows = 1000  # train windows scored at each evaluation (val scores its whole split)
 eval_batch_size = 500  # windows per forward pass during evaluation
-log_interval = 10  # steps between updates of the loss on the progress bar
-seed = 1337  # random seed for the weights, the batches and sampling
-device = ""  # cuda, mps or cpu; empty picks cuda, then mps, then cpu
-input_file = "input.txt"  # training text (any UTF-8 file); tiny Shakespeare is downloaded if missing
-out_dir = "out/bigram"  # where the best model and the loss log are written
-resume = False  # --resume: continue training from the checkpoint in out_dir
-sample = False  # --sample: generate from the saved model instead of training
+# sampling
 prompt = ""  # text the sample continues (empty: start from a newline)
 max_new_tokens = 500  # characters to generate
 temperature = 1.0  # sampling temperature: <1 sharper, >1 flatter, 0 always the likeliest character
 top_k = 0  # sample only among the k likeliest characters (0: all of them)
-
-# every name above is a hyperparameter: `python bigram.py --name=value` overrides it
+# what to run, on what, and where
+sample = False  # --sample: generate from the saved model instead of training
+resume = False  # --resume: continue training from the checkpoint in out_dir
+input_file = "input.txt"  # training text (any UTF-8 file); tiny Shakespeare is downloaded if missing
+out_dir = "out/bigram"  # where the best model and the loss log are written
+device = ""  # cuda, mps or cpu; empty picks cuda, then mps, then cpu
+seed = 1337  # random seed for the weights, the batches and sampling
+log_interval = 10  # steps between updates of the loss on the progress bar
+# every name above is a hyperparameter: `python bigram.py --name=value` overrides it, --help lists them
 HYPERPARAMETERS = {k: v for k, v in globals().items() if type(v) in (bool, int, float, str) and not k.startswith("_")}
+
+
+# the data: read the text, list its characters, map them to integers, split 90% / 10% into train and val
+def load_data(input_file, block_size):
+    """The vocabulary (chars, stoi, itos) and the encoded text, split into train and val data."""
+    text = read_text(input_file)  # tiny Shakespeare by default; the checks on the file are below the ruler
+    chars = sorted(set(text))  # every character that occurs in the text
+    vocab_size = len(chars)
+    check_text(input_file, len(text), vocab_size, block_size)
+    stoi = {ch: i for i, ch in enumerate(chars)}  # string to integer
+    itos = {i: ch for i, ch in enumerate(chars)}  # integer to string
+    data = np.array(encode(text, stoi), dtype=np.int64)  # the whole text as token ids
+    n = int(0.9 * len(data))  # the first 90% trains, the rest validates
+    return chars, stoi, itos, data[:n], data[n:]
+
+
+# --- same in every script: tokenizer ---
+def encode(s, stoi):
+    """String -> list of integers, one per character ("tokenization" in the video)."""
+    unknown = sorted(set(s) - stoi.keys())
+    if unknown:
+        raise UserError(f"characters not in the model's vocabulary: {''.join(unknown)!r}; use only characters "
+                        "that occur in the training text")
+    return [stoi[c] for c in s]
+
+
+def decode(ids, itos):
+    """List of integers -> string."""
+    return "".join(itos[i] for i in ids)
+# --- end ---
+
+
+# --- same in every script: batches ---
+def get_batch(data, batch_size, block_size, generator):
+    """batch_size random chunks of the data: inputs x (B, T), and targets y, the same chunks one character on."""
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
+    return get_windows(data, starts, block_size)
+
+
+def get_windows(data, starts, block_size):
+    """The inputs x and targets y of the windows at the given start offsets."""
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in starts])  # (B, T)
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in starts])  # (B, T)
+    return x, y
+# --- end ---
+
+
+# --- same in every script: evaluation ---
+@torch.no_grad()
+def estimate_loss(model, eval_sets, batch_size):
+    """Mean loss over every window of each eval set, in eval mode (no dropout). differs from the video: it
+    averages 200 random batches per split, a noisy estimate; this scores every val window (and a fixed sample
+    of train windows), so the number is exact and two evaluations of the same model agree."""
+    model.eval()
+    out = {}
+    for split, (x, y) in eval_sets.items():
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
+            total += loss.item() * len(x[i:i + batch_size])
+        out[split] = total / len(x)
+    model.train()
+    return out
+# --- end ---
+
+
+# the model ("simplest baseline: bigram language model, loss, generation")
+# B=batch, T=time, V=vocab_size
+class BigramLanguageModel(nn.Module):
+    """Row i of the table holds the logits of the character that follows character i."""
+
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.token_embedding_table = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape  # (B, T)
+        logits = self.token_embedding_table(idx)  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))  # mean over the B*T positions
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=0, generator=None):
+        """Append max_new_tokens sampled tokens to idx (B, T), one at a time, each fed back as input."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -1:])  # (B, 1, V): a bigram model looks at the last character only
+            idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
+        return idx
+
+
+def build_model(cfg, vocab_size):
+    return BigramLanguageModel(vocab_size)
+
+
+# the training loop ("training the bigram model")
+def train(cfg, dev, checkpoint=None):
+    """The video's script: the data, the model, AdamW and the training loop; then a sample from the model."""
+    chars, stoi, itos, train_data, val_data = load_data(cfg["input_file"], cfg["block_size"])
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg, len(chars)).to(dev)
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    fused = dev in ("cuda", "cpu")  # differs from the video: one kernel updates every parameter at once
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], fused=fused)
+    run = Run(cfg, dev, model, optimizer, chars, train_data, val_data, checkpoint)  # resume, save, log, progress
+    with run:
+        for step in range(run.start_step, cfg["max_iters"] + 1):
+            # every once in a while (and after the last step) evaluate the loss on train and val
+            if step % cfg["eval_interval"] == 0 or step == cfg["max_iters"]:
+                losses = estimate_loss(model, run.eval_sets, cfg["eval_batch_size"])
+                run.evaluated(step, losses)  # print and log the losses; save the model if it is the best so far
+            if step == cfg["max_iters"]:
+                break
+            xb, yb = get_batch(train_data, cfg["batch_size"], cfg["block_size"], run.batch_generator)
+            logits, loss = model(xb.to(dev), yb.to(dev))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            run.stepped(step, loss)  # the progress bar
+    run.finished()  # how long it took, and the plot of the losses
+    print(generate_text(model, cfg, stoi, itos, dev))
+
+
+# generation: continue a prompt, one sampled character at a time
+def generate_text(model, cfg, stoi, itos, dev):
+    generator = torch.Generator(dev).manual_seed(cfg["seed"])
+    context = torch.tensor([prompt_ids(cfg["prompt"], stoi)], dtype=torch.long, device=dev)  # (1, T)
+    model.eval()
+    out = model.generate(context, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"], generator)  # (1, T+new)
+    return decode(out[0].tolist(), itos)
+
+
+# --- same in every script: sampling ---
+def sample_next(logits, temperature, top_k, generator):
+    """The next token id from the last position's logits (B, V) -> (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1): the likeliest token
+    logits = logits / temperature  # (B, V)
+    if top_k:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k): top_k is clamped to the vocabulary
+        logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+
+# --- end ---
+
+
+# ---- plumbing: not in the video (command line, checks, files, checkpoints) ----
 SCRIPT = "bigram"
+MODEL_KEYS = ()  # the settings a checkpoint's model is built from: a bigram table has only its vocabulary
 
 
-# --- same in every script: errors and command-line overrides ---
+def main(argv):
+    overrides = parse_command_line(argv, HYPERPARAMETERS)
+    cfg = {**HYPERPARAMETERS, **overrides}
+    checkpoint = None
+    if cfg["sample"] or cfg["resume"]:  # the saved model's settings: see saved_settings
+        checkpoint = load_checkpoint(cfg["out_dir"], SCRIPT)
+        cfg = saved_settings(cfg, overrides, checkpoint)
+    check_config(cfg)
+    dev = pick_device(cfg["device"])
+    print(f"using device: {dev}")
+    if cfg["sample"]:
+        sample_from_checkpoint(cfg, dev, checkpoint)
+    else:
+        make_folder(cfg["out_dir"], "out_dir")
+        train(cfg, dev, checkpoint)
+
+
+def read_text(path):
+    """The whole input file as one string (lessons 1 and 2 hold the text in memory)."""
+    check_input_file(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as error:
+        raise UserError(f"input file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                        "convert it to UTF-8 first") from None
+
+
+# --- same in every script: command line ---
 class UserError(Exception):
     """A mistake the user can fix: printed as one line, without a traceback."""
 
 
-def parse_overrides(argv, defaults):
-    """['--name=value', '--flag', ...] -> {name: value}, each value of its default's type."""
+def parse_command_line(argv, defaults):
+    """['--name=value', '--flag', ...] -> {name: value}, each of its default's type; --help or -h lists them."""
+    if "--help" in argv or "-h" in argv:
+        print_help(defaults)
+        sys.exit(0)
     valid = ", ".join(f"--{name}" for name in defaults)
     overrides = {}
     for arg in argv:
         name, has_value, text = arg.removeprefix("--").partition("=")
         if not arg.startswith("--") or name not in defaults:
-            raise UserError(f"unknown option {arg!r}; valid options (as --name=value): {valid}")
+            raise UserError(f"unknown option {arg!r}; valid options (as --name=value, or --help): {valid}")
         kind = type(defaults[name])
         if kind is bool:
             value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower() if has_value else "true")
@@ -72,6 +257,21 @@ def parse_overrides(argv, defaults):
             raise UserError(f"--{name} needs a value of type {kind.__name__}, got {text!r}; valid options: {valid}")
         overrides[name] = value
     return overrides
+
+
+def print_help(defaults):
+    """Every hyperparameter with its default and its comment, read from this file's hyperparameter block."""
+    with open(__file__, encoding="utf-8") as f:
+        block = f.read().split("\n# hyperparameters\n", 1)[1].split("\n# every name above", 1)[0]
+    print(f"usage: python {SCRIPT}.py [--name=value ...]\n\n{__doc__.strip()}\n\nhyperparameters:")
+    for line in block.splitlines():
+        name, is_setting, comment = line.partition(" = ")
+        if is_setting:
+            comment = comment.partition("  # ")[2]
+            default = '""' if defaults[name] == "" else defaults[name]
+            print(f"  --{name}={default}".ljust(28) + f" {comment}")
+        else:
+            print(f"{line.removeprefix('# ')}:")
 
 
 def check_config(cfg):
@@ -110,6 +310,61 @@ def pick_device(requested):
 # --- end ---
 
 
+# --- same in every script: files ---
+WRITE_PROBLEMS = {
+    errno.ENOSPC: "no space left on the disk; free some space and run again",
+    errno.EDQUOT: "the disk quota is used up; free some space and run again",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "permission denied; choose a folder you can write to",
+    errno.EROFS: "the file system is read-only; choose a folder you can write to",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "a folder is in the way; choose another path",
+    errno.ENOENT: "its folder does not exist; choose another path",
+}
+
+
+def write_problem(path, error):
+    """One line for a failed write: what happened to which path, and what to do."""
+    return f"cannot write {path}: {WRITE_PROBLEMS.get(error.errno, error.strerror or str(error))}"
+
+
+def write_file(path, chunks):
+    """Write chunks of bytes to path atomically: a temp file, flushed to disk, then renamed over path.
+
+    A kill at any moment leaves the previous file whole; a failed write (a full disk, no permission)
+    removes the temp file and raises UserError, so no half-written file is ever left behind.
+    """
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise UserError(write_problem(path, error)) from None
+        raise
+
+
+def make_folder(path, option):
+    """Create the folder given by --option (and its parents), and check that files can be written in it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--{option}={path} is a file, not a folder; choose another --{option}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(write_problem(path, error) + f" (--{option})") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"cannot write in {path}: permission denied; choose a folder you can write to (--{option})")
+# --- end ---
+
+
 # --- same in every script: input text ---
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATA_SIZE = 1115394  # bytes of tiny Shakespeare
@@ -128,20 +383,24 @@ def download_tiny_shakespeare(path):
     if len(content) != DATA_SIZE or hashlib.sha256(content).hexdigest() != DATA_SHA256:
         raise UserError(f"the downloaded file is not tiny Shakespeare; place any UTF-8 text file at {path} "
                         "or pass --input_file=PATH")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    write_file(path, [content])
 
 
 def check_input_file(path):
     """Make sure path is a readable file, downloading tiny Shakespeare for the default input.txt."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.exists(path) and not os.path.isdir(folder):
+        raise UserError(f"input file {path} does not exist: {folder} is not a folder; "
+                        "pass --input_file=PATH to a UTF-8 text file")
     if not os.path.exists(path) and os.path.basename(path) == "input.txt":
         download_tiny_shakespeare(path)
     if not os.path.exists(path):
         raise UserError(f"input file {path} does not exist; pass --input_file=PATH to a UTF-8 text file")
     if os.path.isdir(path):
         raise UserError(f"input file {path} is a directory; pass --input_file=PATH to a UTF-8 text file")
+    if not os.path.isfile(path):
+        raise UserError(f"input file {path} is not a regular file (a device or a pipe); "
+                        "pass --input_file=PATH to a UTF-8 text file")
     if not os.access(path, os.R_OK):
         raise UserError(f"input file {path} cannot be read (permission denied); check its permissions")
 
@@ -159,139 +418,19 @@ def check_text(path, n_chars, n_distinct, block_size):
 # --- end ---
 
 
-def read_text(path):
-    """The whole input file as one string (lessons 1 and 2 hold the text in memory)."""
-    check_input_file(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError as error:
-        raise UserError(f"input file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                        "convert it to UTF-8 first") from None
-
-
-# --- same in every script: tokenizer ---
-def encode(s, stoi):
-    """String -> list of token ids, one per character."""
-    unknown = sorted(set(s) - stoi.keys())
-    if unknown:
-        raise UserError(f"characters not in the model's vocabulary: {''.join(unknown)!r}; use only characters "
-                        "that occur in the training text")
-    return [stoi[c] for c in s]
-
-
-def decode(ids, itos):
-    """List of token ids -> string."""
-    return "".join(itos[i] for i in ids)
-# --- end ---
-
-
-# --- same in every script: batches ---
-def get_windows(data, starts, block_size):
-    """Inputs x and targets y: the windows at each start offset, and the same windows one character later."""
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in starts])  # (B, T)
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in starts])  # (B, T)
-    return x, y
-
-
-def get_batch(data, batch_size, block_size, generator):
-    """A random batch of windows, drawn with its own generator so that resuming can restore it."""
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
-    return get_windows(data, starts, block_size)
-# --- end ---
-
-
-# model
-# B=batch, T=time, V=vocab_size
-class BigramLanguageModel(nn.Module):
-    """Row i of the table holds the logits of the character that follows character i."""
-
-    def __init__(self, vocab_size):
-        super().__init__()
-        self.token_embedding_table = nn.Embedding(vocab_size, vocab_size)
-
-    def forward(self, idx, targets=None):
-        B, T = idx.shape  # (B, T)
-        logits = self.token_embedding_table(idx)  # (B, T, V)
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))  # mean over the B*T positions
-        return logits, loss
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=0, generator=None):
-        """Append max_new_tokens sampled tokens to idx (B, T), one at a time, each fed back as input."""
-        for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -1:])  # (B, 1, V): a bigram model looks at the last character only
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
-            idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
-        return idx
-
-
-# --- same in every script: sampling ---
-def sample_next(logits, temperature, top_k, generator):
-    """Pick the next token id from the last position's logits (B, V) -> (B, 1)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # (B, 1): greedy
-    logits = logits / temperature  # (B, V)
-    if top_k:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k): top_k is clamped to the vocabulary
-        logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
-    probs = F.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
-
-def prompt_ids(prompt, stoi):
-    """The prompt's token ids; an empty prompt starts from a newline (or token 0), as the video does."""
-    if prompt:
-        return encode(prompt, stoi)
-    return encode("\n", stoi) if "\n" in stoi else [0]
-# --- end ---
-
-
-# --- same in every script: evaluation ---
-def eval_starts(n_tokens, block_size, max_windows):
-    """Start offsets of non-overlapping windows covering a split: all of them, or max_windows evenly spread."""
-    n_windows = (n_tokens - 1) // block_size
-    count = min(n_windows, max_windows) if max_windows else n_windows
-    return [(i * n_windows // count) * block_size for i in range(count)]
-
-
-@torch.no_grad()
-def estimate_loss(model, eval_sets, batch_size):
-    """Mean loss over every window of each eval set, in eval mode (no dropout).
-
-    differs from the video: the video averages 200 random small batches per split, a noisy estimate that
-    moves from one evaluation to the next; this scores the whole val split (and a fixed train sample),
-    so the number is exact and two evaluations of the same model agree.
-    """
-    model.eval()
-    out = {}
-    for split, (x, y) in eval_sets.items():
-        total = 0.0
-        for i in range(0, len(x), batch_size):
-            _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
-            total += loss.item() * len(x[i:i + batch_size])
-        out[split] = total / len(x)
-    model.train()
-    return out
-# --- end ---
-
-
-# --- same in every script: checkpoints and loss log ---
+# --- same in every script: checkpoints ---
 def save_checkpoint(checkpoint, path):
-    """Write atomically: a temp file, flushed to disk, then renamed, so a kill never leaves half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save into memory, then write_file: a kill or a full disk never leaves half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_file(path, [buffer.getvalue()])
 
 
-def load_checkpoint(path, script):
-    """Load a checkpoint of this script with weights_only=True: tensors and plain Python types, never code."""
+def load_checkpoint(out_dir, script):
+    """The checkpoint in out_dir, loaded with weights_only=True: tensors and plain Python types, never code."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--out_dir={out_dir} is a file, not a folder; pass the folder of a training run")
     if not os.path.exists(path):
         raise UserError(f"no saved model at {path}; train one first with: python {script}.py")
     try:
@@ -312,180 +451,209 @@ def load_checkpoint(path, script):
     return checkpoint
 
 
-def log_losses(path, step, losses, elapsed, lr):
-    """Append one evaluation to the loss log (a CSV file), writing the header first."""
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["step", "train_loss", "val_loss", "elapsed_s", "lr"])
-        writer.writerow([step, f"{losses['train']:.4f}", f"{losses['val']:.4f}", f"{elapsed:.1f}", f"{lr:.3g}"])
+def saved_settings(cfg, overrides, checkpoint):
+    """The settings of --sample and --resume. The model's shape (MODEL_KEYS) is the saved one: a different value
+    on the command line is an error naming both. --resume takes the saved run's other settings too, then the
+    command line's; --sample takes only the model's from the checkpoint."""
+    saved = checkpoint["config"]
+    for name in MODEL_KEYS:
+        if name in overrides and overrides[name] != saved[name]:
+            raise UserError(f"--{name}={overrides[name]} does not match the saved model ({name}={saved[name]} "
+                            f"in {cfg['out_dir']}); leave --{name} out to use the saved model, or train a new one "
+                            "with another --out_dir")
+    if cfg["sample"]:
+        return {**cfg, **{name: saved[name] for name in MODEL_KEYS}}
+    cfg = {**HYPERPARAMETERS, **saved, **overrides}
+    if cfg["max_iters"] < checkpoint["step"]:
+        raise UserError(f"--max_iters={cfg['max_iters']} is before the saved step {checkpoint['step']}; "
+                        "resume with a larger --max_iters")
+    return cfg
 
 
-def trim_loss_log(path, step):
-    """On resume, drop the rows from the checkpoint's step on: the run evaluates that step again."""
-    if os.path.exists(path):
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        with open(path, "w", newline="") as f:
-            csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if int(r[0]) < step])
+def load_weights(model, checkpoint, path):
+    """The checkpoint's weights into the model; a checkpoint whose tensors do not fit it is a clear error."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as error:
+        problem = str(error).strip().splitlines()[0].rstrip(":")
+        raise UserError(f"{path} does not fit {SCRIPT}.py's model ({problem}); it was saved by another version "
+                        "of the script: train again, or use another --out_dir") from None
+
+# --- end ---
 
 
-def plot_losses(csv_path, png_path, title):
-    """Train and val loss against step, as a PNG (needs matplotlib)."""
+# --- same in every script: sampling from a saved model ---
+def prompt_ids(prompt, stoi):
+    """The prompt's token ids; an empty prompt starts from a newline (or token 0), as the video does."""
+    if prompt:
+        return encode(prompt, stoi)
+    return encode("\n", stoi) if "\n" in stoi else [0]
+
+
+def sample_from_checkpoint(cfg, dev, checkpoint):
+    """--sample: the saved model and its vocabulary continue the prompt."""
+    chars = checkpoint["chars"]
+    model = build_model(cfg, len(chars)).to(dev)
+    load_weights(model, checkpoint, os.path.join(cfg["out_dir"], "ckpt.pt"))
+    print(generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
+# --- end ---
+
+
+# --- same in every script: the training run ---
+LOG_HEADER = "step,train_loss,val_loss,elapsed_s,lr"
+
+
+class Run:
+    """What a training run does besides training, so that the loop shows the lesson: resuming, the evaluation
+    windows, keeping the best model, the loss log, the progress bar, the timing, and stopping cleanly."""
+
+    def __init__(self, cfg, dev, model, optimizer, chars, train_data, val_data, checkpoint=None, master=True):
+        self.cfg, self.model, self.optimizer, self.chars, self.master = cfg, model, optimizer, "".join(chars), master
+        self.ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
+        self.log_path = os.path.join(cfg["out_dir"], "losses.csv")
+        self.eval_sets = {split: tuple(t.to(dev) for t in windows) for split, windows in (
+            ("train", eval_windows(train_data, cfg["block_size"], cfg["eval_train_windows"])),
+            ("val", eval_windows(val_data, cfg["block_size"], cfg.get("max_val_windows", 0))))}
+        self.batch_generator = torch.Generator().manual_seed(cfg["seed"])  # its own, so that resuming restores it
+        self.start_step, self.best_val, self.log_rows = 0, float("inf"), []
+        if checkpoint is not None:
+            self.restore(checkpoint)
+        self.t_start = self.t_last = time.time()
+        self.eval_seconds = self.last_eval_seconds = 0.0
+        self.step, self.postfix = self.start_step, {}  # postfix: what the bar shows after the loss; scripts may add
+        self.bar = tqdm(total=cfg["max_iters"], initial=self.start_step, dynamic_ncols=True, mininterval=0.5,
+                        disable=not master)
+
+    def restore(self, checkpoint):
+        """Continue from the checkpoint: its weights, optimizer state, random state, step and loss log."""
+        if checkpoint["chars"] != self.chars:
+            raise UserError(f"{self.ckpt_path} was trained on a text with another vocabulary; resume with the same "
+                            "--input_file, or start a new run with another --out_dir")
+        load_weights(self.model, checkpoint, self.ckpt_path)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["rng_torch"])
+        self.batch_generator.set_state(checkpoint["rng_batches"])
+        self.start_step, self.best_val = checkpoint["step"], checkpoint["best_val_loss"]
+        if os.path.exists(self.log_path):  # the rows before the saved step; the run evaluates that step again
+            with open(self.log_path, encoding="utf-8") as f:
+                rows = f.read().splitlines()[1:]
+            self.log_rows = [row for row in rows if int(row.split(",")[0]) < self.start_step]
+        if self.master:
+            print(f"resuming from step {self.start_step} (val loss {self.best_val:.4f})")
+
+    def evaluated(self, step, losses, lr=None):
+        """After an evaluation: print and log the losses, and save the model when it is the best so far."""
+        lr = self.cfg["learning_rate"] if lr is None else lr
+        self.step, now = step, time.time()
+        self.last_eval_seconds = now - self.t_last  # the time since the last training step went to evaluating
+        self.eval_seconds += self.last_eval_seconds
+        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        self.log_rows.append(f"{step},{losses['train']:.4f},{losses['val']:.4f},{now - self.t_start:.1f},{lr:.3g}")
+        write_file(self.log_path, ["\n".join([LOG_HEADER, *self.log_rows, ""]).encode()])
+        if not math.isfinite(losses["val"]):
+            raise UserError(f"the val loss became {losses['val']} at step {step}; the best model so far is kept in "
+                            f"{self.ckpt_path}; try a smaller --learning_rate")
+        if losses["val"] < self.best_val:
+            self.best_val = losses["val"]
+            save_checkpoint({
+                "script": SCRIPT, "config": self.cfg, "chars": self.chars, "step": step, "best_val_loss": self.best_val,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng_torch": torch.get_rng_state(), "rng_batches": self.batch_generator.get_state(),
+            }, self.ckpt_path)
+        self.t_last = time.time()
+
+    def stepped(self, step, loss, **fields):
+        """After a training step: the progress bar; every log_interval steps the loss (and fields) on it."""
+        self.bar.update(1)
+        self.step, self.t_last = step + 1, time.time()
+        if step % self.cfg["log_interval"] == 0:
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise UserError(f"the training loss became {loss_value} at step {step}; the best model so far "
+                                f"is kept in {self.ckpt_path}; try a smaller --learning_rate")
+            self.postfix["loss"] = f"{loss_value:.4f}"
+            self.postfix.update({name: f"{float(value):.3g}" for name, value in fields.items()})
+            self.bar.set_postfix(self.postfix, refresh=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        self.bar.close()  # before any message, so that the message gets a line of its own
+        if kind is KeyboardInterrupt:
+            if self.master:
+                print(f"\ninterrupted at step {self.step}; the best model so far is in {self.ckpt_path}; "
+                      f"continue with: python {SCRIPT}.py --resume", file=sys.stderr)
+            sys.exit(130)
+        if kind is torch.cuda.OutOfMemoryError:
+            more = " with more --grad_accum_steps (the same global batch)" if "grad_accum_steps" in self.cfg else ""
+            raise UserError(f"CUDA ran out of memory with --batch_size={self.cfg['batch_size']}; "
+                            f"try a smaller --batch_size{more}") from None
+
+    def finished(self):
+        """After the last step: how long training took, and the plot of the loss log."""
+        if self.master:
+            print(f"training took {time.time() - self.t_start:.1f} s ({self.eval_seconds:.1f} s of it evaluating); "
+                  f"best val loss {self.best_val:.4f}, saved in {self.ckpt_path}")
+            plot_losses(self.log_rows, self.log_path, f"{SCRIPT}.py on {self.cfg['input_file']}")
+
+
+def eval_windows(data, block_size, max_windows):
+    """The windows estimate_loss scores: every non-overlapping window of the data, or max_windows spread evenly."""
+    n_windows = (len(data) - 1) // block_size
+    count = min(n_windows, max_windows) if max_windows else n_windows
+    return get_windows(data, [(i * n_windows // count) * block_size for i in range(count)], block_size)
+# --- end ---
+
+
+# --- same in every script: plots ---
+def import_pyplot():
+    """matplotlib's pyplot, drawing into files; UserError says how to install it, or why it does not import."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"loss log in {csv_path}; pip install matplotlib to also get a plot of it")
+    except ModuleNotFoundError as error:
+        if error.name == "matplotlib":
+            raise UserError("matplotlib is not installed; pip install matplotlib") from None
+        raise UserError(f"matplotlib is installed but does not import ({error}); "
+                        "pip install --upgrade matplotlib") from None
+    except Exception as error:
+        raise UserError(f"matplotlib is installed but does not import ({type(error).__name__}: {error}); "
+                        "pip install --upgrade matplotlib") from None
+    return plt
+
+
+def save_figure(fig, path):
+    """Draw the figure into memory, then write it atomically as a PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    import_pyplot().close(fig)
+    write_file(path, [buffer.getvalue()])
+
+
+def plot_losses(rows, csv_path, title):
+    """Train and val loss against step, as loss.png beside the loss log (without matplotlib, say how to get it)."""
+    try:
+        plt = import_pyplot()
+    except UserError as error:
+        print(f"loss log in {csv_path}; no plot of it: {error}")
         return
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    steps = [int(r["step"]) for r in rows]
+    if not rows:
+        return
+    steps, train_losses, val_losses = zip(*[(int(s), float(t), float(v)) for s, t, v, *_ in
+                                            (row.split(",") for row in rows)], strict=True)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for split in ("train", "val"):
-        ax.plot(steps, [float(r[f"{split}_loss"]) for r in rows], marker=".", label=f"{split} loss")
+    ax.plot(steps, train_losses, marker=".", label="train loss")
+    ax.plot(steps, val_losses, marker=".", label="val loss")
     ax.set(xlabel="step", ylabel="loss (nats per character)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)
+    png_path = os.path.join(os.path.dirname(csv_path), "loss.png")
+    save_figure(fig, png_path)
     print(f"loss curves in {png_path}")
 # --- end ---
-
-
-def build_model(cfg, vocab_size):
-    return BigramLanguageModel(vocab_size)
-
-
-def generate_text(model, cfg, stoi, itos, dev):
-    """Continue the prompt with max_new_tokens characters and return the whole text."""
-    generator = torch.Generator(dev).manual_seed(cfg["seed"])
-    idx = torch.tensor([prompt_ids(cfg["prompt"], stoi)], dtype=torch.long, device=dev)  # (1, T)
-    model.eval()
-    out = model.generate(idx, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"], generator)  # (1, T+new)
-    return decode(out[0].tolist(), itos)
-
-
-def sample_from_checkpoint(cfg, dev):
-    """--sample: load the saved model and its vocabulary, print a continuation of the prompt."""
-    checkpoint = load_checkpoint(os.path.join(cfg["out_dir"], "ckpt.pt"), SCRIPT)
-    chars = checkpoint["chars"]
-    stoi = {ch: i for i, ch in enumerate(chars)}
-    model = build_model({**cfg, **checkpoint["config"]}, len(chars)).to(dev)
-    model.load_state_dict(checkpoint["model"])
-    print(generate_text(model, cfg, stoi, dict(enumerate(chars)), dev))
-
-
-def train(cfg, dev):
-    # 1) data: the text, its vocabulary, and the 90% / 10% train / val split
-    text = read_text(cfg["input_file"])
-    chars = sorted(set(text))
-    check_text(cfg["input_file"], len(text), len(chars), cfg["block_size"])
-    stoi = {ch: i for i, ch in enumerate(chars)}
-    itos = dict(enumerate(chars))
-    data = np.array(encode(text, stoi), dtype=np.int64)
-    n = int(0.9 * len(data))
-    train_data, val_data = data[:n], data[n:]
-    eval_sets = {
-        "train": get_windows(train_data, eval_starts(len(train_data), cfg["block_size"], cfg["eval_train_windows"]),
-                             cfg["block_size"]),
-        "val": get_windows(val_data, eval_starts(len(val_data), cfg["block_size"], 0), cfg["block_size"]),
-    }
-    eval_sets = {split: (x.to(dev), y.to(dev)) for split, (x, y) in eval_sets.items()}
-
-    # 2) model, optimizer, and the generator that draws batches
-    torch.manual_seed(cfg["seed"])
-    model = build_model(cfg, len(chars)).to(dev)
-    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    fused = dev in ("cuda", "cpu")  # one kernel for the whole update instead of one per parameter
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], fused=fused)
-    batch_generator = torch.Generator().manual_seed(cfg["seed"])
-    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
-    log_path = os.path.join(cfg["out_dir"], "losses.csv")
-    os.makedirs(cfg["out_dir"], exist_ok=True)
-    start_step, best_val = 0, float("inf")
-    if cfg["resume"]:
-        checkpoint = load_checkpoint(ckpt_path, SCRIPT)
-        if checkpoint["chars"] != "".join(chars):
-            raise UserError(f"{ckpt_path} was trained on a text with another vocabulary; resume with the same "
-                            "--input_file, or start a new run with another --out_dir")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng_torch"])
-        batch_generator.set_state(checkpoint["rng_batches"])
-        start_step, best_val = checkpoint["step"], checkpoint["best_val_loss"]
-        trim_loss_log(log_path, start_step)
-        print(f"resuming from step {start_step} (val loss {best_val:.4f})")
-    elif os.path.exists(log_path):
-        os.remove(log_path)
-
-    # 3) the training loop: evaluate every eval_interval steps, keep the best model
-    t0, eval_seconds = time.time(), 0.0
-    bar = tqdm(total=cfg["max_iters"], initial=start_step, dynamic_ncols=True, mininterval=0.5)
-    step = start_step
-    try:
-        for step in range(start_step, cfg["max_iters"] + 1):
-            if step % cfg["eval_interval"] == 0 or step == cfg["max_iters"]:
-                t_eval = time.time()
-                losses = estimate_loss(model, eval_sets, cfg["eval_batch_size"])
-                eval_seconds += time.time() - t_eval
-                tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                log_losses(log_path, step, losses, time.time() - t0, cfg["learning_rate"])
-                if losses["val"] < best_val:
-                    best_val = losses["val"]
-                    save_checkpoint({
-                        "script": SCRIPT, "config": cfg, "chars": "".join(chars), "step": step,
-                        "best_val_loss": best_val, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "rng_torch": torch.get_rng_state(), "rng_batches": batch_generator.get_state(),
-                    }, ckpt_path)
-            if step == cfg["max_iters"]:
-                break
-            xb, yb = get_batch(train_data, cfg["batch_size"], cfg["block_size"], batch_generator)
-            logits, loss = model(xb.to(dev), yb.to(dev))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.update(1)
-            if step % cfg["log_interval"] == 0:
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise UserError(f"the training loss became {loss_value} at step {step}; the best model so far "
-                                    f"is kept in {ckpt_path}; try a smaller --learning_rate")
-                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"\ninterrupted at step {step}; the best model so far is in {ckpt_path}; "
-              f"continue with: python {SCRIPT}.py --resume", file=sys.stderr)
-        sys.exit(130)
-    except torch.cuda.OutOfMemoryError:
-        raise UserError(f"CUDA ran out of memory with --batch_size={cfg['batch_size']}; "
-                        "try a smaller --batch_size") from None
-    finally:
-        bar.close()  # before any error message, so that the message gets a line of its own
-    print(f"training took {time.time() - t0:.1f} s ({eval_seconds:.1f} s of it evaluating); "
-          f"best val loss {best_val:.4f}, saved in {ckpt_path}")
-    plot_losses(log_path, os.path.join(cfg["out_dir"], "loss.png"), f"{SCRIPT}.py on {cfg['input_file']}")
-
-    # 4) a sample from the trained model
-    print(generate_text(model, cfg, stoi, itos, dev))
-
-
-def main(argv):
-    overrides = parse_overrides(argv, HYPERPARAMETERS)
-    cfg = {**HYPERPARAMETERS, **overrides}
-    if cfg["resume"] and not cfg["sample"]:
-        checkpoint_cfg = load_checkpoint(os.path.join(cfg["out_dir"], "ckpt.pt"), SCRIPT)["config"]
-        cfg = {**HYPERPARAMETERS, **checkpoint_cfg, **overrides}  # the saved run's settings, then the new ones
-    check_config(cfg)
-    dev = pick_device(cfg["device"])
-    print(f"using device: {dev}")
-    if cfg["sample"]:
-        sample_from_checkpoint(cfg, dev)
-    else:
-        train(cfg, dev)
 
 
 # --- same in every script: entry point ---

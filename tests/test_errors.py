@@ -1,8 +1,11 @@
-"""User mistakes end with one line `error: ...`, exit code 2 and no traceback, before any training starts."""
+"""User mistakes end with one line `error: ...`, exit code 2 and no traceback, and leave no half-written file."""
 
+import builtins
+import errno
 import io
 import os
 import random
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -11,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SCRIPTS, TEXT, TINY, run_in_process, tiny_args
+from conftest import SCRIPTS, TEXT, run_in_process, tiny_args
 
 MODELS = ("v2", "gpt2")  # the scripts with n_embd and n_head
+PROGRESS_BAR = re.compile(r"\d+/\d+ \[")  # tqdm's lines on stderr, e.g. ` 50%|█████     | 10/20 [00:01<00:01`
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,61 @@ class Mistake:
         return (self.trained(script or self.script) / "ckpt.pt").read_bytes()
 
 
+class HalfWriter:
+    """A file whose write stores half of the bytes, then fails with OSError(code), as a full disk does."""
+
+    def __init__(self, f, code):
+        self.f, self.code = f, code
+
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        raise OSError(self.code, os.strerror(self.code))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def failing_writes(m, suffix, code=errno.ENOSPC, after=0):
+    """Writes to files whose name ends in suffix fail halfway with OSError(code), from the (after+1)-th on."""
+    real_open, opened = builtins.open, []
+
+    def patched_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and str(file).endswith(suffix):
+            opened.append(file)
+            if len(opened) > after:
+                return HalfWriter(f, code)
+        return f
+    m.monkeypatch.setattr(builtins, "open", patched_open)
+
+
+def unwritable_folder(m, folder):
+    """os.access says folder cannot be written, as it says to a user without the permission (root may write)."""
+    real_access = os.access
+    m.monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(folder) and mode == os.W_OK
+                          else real_access(p, mode, **kw))
+
+
+def with_settings(m, **changes):
+    """A trained checkpoint whose saved settings differ: the run that saved it had used these."""
+    checkpoint = torch.load(m.trained(m.script) / "ckpt.pt", weights_only=True)
+    checkpoint["config"] = {**checkpoint["config"], **changes}
+    return saved(checkpoint)
+
+
+def renamed_weights(m):
+    """A trained checkpoint whose tensors have other names, as an older version of the script would save."""
+    checkpoint = torch.load(m.trained(m.script) / "ckpt.pt", weights_only=True)
+    checkpoint["model"] = {f"old.{name}": tensor for name, tensor in checkpoint["model"].items()}
+    return saved(checkpoint)
+
+
 def unreadable_input(m):
     path = m.file("secret.txt", TEXT.encode())
     path.chmod(0)
@@ -133,7 +192,8 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
     ("prompt-outside-the-vocabulary", SCRIPTS,
      lambda m: m.checkpoint(m.trained_checkpoint(), "--sample", "--prompt=ROMEO@"),
      ["not in the model's vocabulary", "'@EMOR'"]),
-    ("temperature-negative", SCRIPTS, lambda m: m.args("--sample", "--temperature=-1"),
+    ("temperature-negative", SCRIPTS,
+     lambda m: m.checkpoint(m.trained_checkpoint(), "--sample", "--temperature=-1"),
      ["--temperature must be 0 (greedy) or positive"]),
     # checkpoints
     ("checkpoint-truncated", SCRIPTS, truncated_checkpoint, ["not a readable checkpoint", "train again"]),
@@ -154,6 +214,47 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
     ("device-cuda-missing", SCRIPTS, lambda m: m.args("--device=cuda"), ["--device=cuda", "no cuda", "--device=cpu"]),
     ("device-mps-missing", SCRIPTS, lambda m: m.args("--device=mps"), ["--device=mps", "no mps", "--device=cpu"]),
     ("device-unknown", SCRIPTS, lambda m: m.args("--device=tpu"), ["--device must be cuda, mps or cpu", "'tpu'"]),
+    # settings that disagree with the saved run
+    *[(f"{mode}-with-another-{name}", MODELS,
+       lambda m, mode=mode, name=name, value=value: m.checkpoint(m.trained_checkpoint(), f"--{mode}",
+                                                                 f"--{name}={value}"),
+       [f"--{name}={value} does not match the saved model", f"{name}={saved_value}", f"leave --{name} out"])
+      for mode in ("resume", "sample")
+      for name, value, saved_value in (("n_embd", 32, 16), ("n_head", 4, 2), ("n_layer", 3, 1), ("block_size", 8, 16))],
+    ("resume-before-the-saved-step", SCRIPTS,
+     lambda m: m.checkpoint(with_settings(m, max_iters=20), "--resume", "--max_iters=5", "--eval_interval=5"),
+     ["--max_iters=5 is before the saved step 20", "larger --max_iters"]),
+    ("checkpoint-of-another-version", SCRIPTS, lambda m: m.checkpoint(renamed_weights(m), "--sample"),
+     ["does not fit {script}.py's model", "train again"]),
+    # paths that are the wrong kind of thing
+    ("out-dir-is-a-file", SCRIPTS, lambda m: m.args(f"--out_dir={m.file('notes.txt', b'notes')}"),
+     ["--out_dir=", "notes.txt is a file, not a folder", "another --out_dir"]),
+    ("out-dir-is-a-file-on-resume", SCRIPTS, lambda m: m.args("--resume", f"--out_dir={m.file('notes.txt', b'x')}"),
+     ["notes.txt is a file, not a folder"]),
+    ("out-dir-is-a-file-on-sample", SCRIPTS, lambda m: m.args("--sample", f"--out_dir={m.file('notes.txt', b'x')}"),
+     ["notes.txt is a file, not a folder"]),
+    ("out-dir-inside-a-file", SCRIPTS, lambda m: m.args(f"--out_dir={m.file('notes.txt', b'x')}/run"),
+     ["cannot write", "notes.txt/run", "a part of the path is a file", "--out_dir"]),
+    ("out-dir-not-writable", SCRIPTS,
+     lambda m: unwritable_folder(m, m.tmp_path / "out" / m.script) or m.args(),
+     ["cannot write in", "permission denied", "--out_dir"]),
+    ("input-inside-a-file", SCRIPTS, lambda m: m.args(text=f"{m.file('notes.txt', b'x')}/input.txt"),
+     ["input file", "notes.txt is not a folder", "--input_file"]),
+    ("input-is-a-pipe", SCRIPTS, lambda m: os.mkfifo(m.tmp_path / "pipe") or m.args(text=m.tmp_path / "pipe"),
+     ["is not a regular file", "--input_file"]),
+    # writes that fail halfway: a full disk, no permission
+    ("disk-full-saving-a-checkpoint", SCRIPTS, lambda m: failing_writes(m, "ckpt.pt.tmp", after=1) or m.args(),
+     ["cannot write", "ckpt.pt", "no space left on the disk"]),
+    ("disk-full-writing-the-loss-log", SCRIPTS, lambda m: failing_writes(m, "losses.csv.tmp", after=1) or m.args(),
+     ["cannot write", "losses.csv", "no space left on the disk"]),
+    ("disk-full-writing-the-plot", SCRIPTS, lambda m: failing_writes(m, "loss.png.tmp") or m.args(),
+     ["cannot write", "loss.png", "no space left on the disk"]),
+    ("disk-full-writing-the-token-file", ("gpt2",), lambda m: failing_writes(m, "tokens.bin.tmp") or m.args(),
+     ["cannot write", "text.txt.tokens.bin", "no space left on the disk"]),
+    ("disk-quota-writing-the-token-description", ("gpt2",),
+     lambda m: failing_writes(m, "tokens.json.tmp", code=errno.EDQUOT) or m.args(), ["tokens.json", "quota"]),
+    ("permission-denied-saving-a-checkpoint", SCRIPTS,
+     lambda m: failing_writes(m, "ckpt.pt.tmp", code=errno.EACCES) or m.args(), ["ckpt.pt", "permission denied"]),
 ]
 
 
@@ -169,36 +270,45 @@ def test_a_user_mistake_ends_with_one_error_line_and_exit_code_2(script, mistake
     cwd.mkdir()
     code, out, err = run_in_process(script, argv, capsys, monkeypatch, cwd=cwd)
     assert code == 2, f"exit code {code}\nstdout:\n{out}\nstderr:\n{err}"
-    lines = err.splitlines()
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not PROGRESS_BAR.search(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr is not one error line:\n{err}"
+    assert err.rstrip().endswith(lines[0])  # after any progress bar, on a line of its own
     for fragment in fragments:
         assert fragment.format(script=script).lower() in lines[0].lower()
     assert "Traceback" not in out + err
+    assert not list(tmp_path.rglob("*.tmp")), "a failed write left a temp file behind"
 
 
-def sample(script, out_dir, capsys, monkeypatch, *extra):
-    """The text a --sample run prints (after `using device: cpu`)."""
-    code, out, err = run_in_process(script, [*TINY[script], f"--out_dir={out_dir}", "--sample", *extra], capsys,
-                                    monkeypatch)
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.usefixtures("offline_machine_without_gpu")
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_loadable(script, tmp_path, text_file, trained,
+                                                                          capsys, monkeypatch):
+    m = Mistake(script, tmp_path, text_file, monkeypatch, trained)
+    failing_writes(m, "ckpt.pt.tmp", after=1)  # the checkpoint of step 0 is written, the next one fails halfway
+    code, _, err = run_in_process(script, m.args(), capsys, monkeypatch)
+    assert code == 2, err
+    monkeypatch.undo()
+    checkpoint = torch.load(tmp_path / "out" / script / "ckpt.pt", weights_only=True)
+    assert checkpoint["step"] == 0
+    code, out, err = run_in_process(script, m.args("--sample"), capsys, monkeypatch)  # it loads and samples
     assert code == 0, err
-    assert out.startswith("using device: cpu\n")
-    return out.removeprefix("using device: cpu\n")
+    assert sorted(path.name for path in (tmp_path / "out" / script).iterdir()) == ["ckpt.pt", "losses.csv"]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_an_empty_prompt_starts_the_sample_from_a_newline(script, trained, capsys, monkeypatch):
-    text = sample(script, trained(script), capsys, monkeypatch, "--prompt=", "--max_new_tokens=7")
-    assert text.startswith("\n")
-    assert len(text) == 1 + 7 + 1  # the newline it starts from, 7 new characters, print's newline
+@pytest.mark.parametrize("script", MODELS)
+def test_settings_that_may_change_on_resume_are_taken_from_the_command_line(script, tmp_path, text_file, capsys,
+                                                                            monkeypatch):
+    def run(*extra):
+        code, out, err = run_in_process(script, tiny_args(script, tmp_path, text_file, *extra), capsys, monkeypatch)
+        assert code == 0, err
+        return out
 
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_top_k_above_the_vocabulary_size_samples_as_without_top_k(script, trained, capsys, monkeypatch):
-    assert (sample(script, trained(script), capsys, monkeypatch, "--top_k=1000")
-            == sample(script, trained(script), capsys, monkeypatch, "--top_k=0"))
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_temperature_zero_samples_the_likeliest_characters_whatever_the_seed(script, trained, capsys, monkeypatch):
-    assert (sample(script, trained(script), capsys, monkeypatch, "--temperature=0", "--seed=1")
-            == sample(script, trained(script), capsys, monkeypatch, "--temperature=0", "--seed=2"))
+    run("--max_iters=10", "--eval_interval=10")
+    changed = ("--max_iters=30", "--eval_interval=5", "--learning_rate=3e-4", "--dropout=0.1", "--batch_size=3",
+               "--seed=7", "--n_embd=16")  # n_embd as saved: repeating a model setting is fine
+    out = run("--resume", *changed)
+    assert [int(line.split()[1].rstrip(":")) for line in out.splitlines() if line.startswith("step ")] == [
+        10, 15, 20, 25, 30]
+    saved = torch.load(tmp_path / "out" / script / "ckpt.pt", weights_only=True)["config"]
+    assert (saved["learning_rate"], saved["dropout"], saved["batch_size"], saved["seed"]) == (3e-4, 0.1, 3, 7)

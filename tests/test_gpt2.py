@@ -3,7 +3,6 @@
 import math
 import os
 import re
-import time
 from contextlib import nullcontext
 from itertools import pairwise
 
@@ -25,7 +24,7 @@ LAYER_PARAMETERS = [f"{module}.{kind}" for module in ("ln_1", "attn.c_attn", "at
 def default_model():
     """The default config's model (about 10.7M parameters), built once."""
     torch.manual_seed(0)
-    return gpt2.GPT(gpt2.model_config(gpt2.HYPERPARAMETERS, 65))
+    return gpt2.build_model(gpt2.HYPERPARAMETERS, 65)
 
 
 def tiny_gpt(seed=0, **changes):
@@ -115,6 +114,26 @@ def test_model_computes_gpt2_forward_written_out_by_hand():
     logits, _ = model(idx)
     expected = reference_gpt2_logits(model.state_dict(), idx, TINY_MODEL["n_layer"], TINY_MODEL["n_head"])
     assert (logits - expected).abs().max().item() < 1e-9
+
+
+def test_causal_self_attention_computes_what_v2s_heads_compute():
+    v2 = import_script("v2")
+    C, n_head, T = 16, 4, 8
+    hs = C // n_head
+    torch.manual_seed(0)
+    heads = v2.MultiHeadAttention(C, n_head, hs, T, dropout=0.0).eval()
+    attn = gpt2.CausalSelfAttention(gpt2.GPTConfig(vocab_size=V, block_size=T, n_embd=C, n_head=n_head,
+                                                   dropout=0.0)).eval()
+    with torch.no_grad():  # each head's query, key and value rows into c_attn's three thirds; proj into c_proj
+        for h, head in enumerate(heads.heads):
+            for third, linear in enumerate((head.query, head.key, head.value)):
+                attn.c_attn.weight[third * C + h * hs:third * C + (h + 1) * hs] = linear.weight
+        attn.c_attn.bias.zero_()
+        attn.c_proj.weight.copy_(heads.proj.weight)
+        attn.c_proj.bias.copy_(heads.proj.bias)
+    x = torch.randn(3, T, C, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(attn(x), heads(x), rtol=0, atol=1e-5)
+    assert heads(x).std() > 0.01  # outputs that differ from place to place: the comparison says something
 
 
 @pytest.mark.parametrize("name, std", [
@@ -298,13 +317,51 @@ def test_checkpoint_that_would_run_code_is_refused_with_one_line(tmp_path, gpt2_
     assert lines[0].startswith("error:") and "refused" in lines[0]
 
 
-def test_time_budget_sets_max_iters_from_the_measured_step_time(gpt2_cli):
-    budget = 6
-    start = time.time()
-    code, out, err = gpt2_cli(f"--time_budget={budget}", "--max_iters=1000000", "--eval_interval=500")
-    elapsed = time.time() - start
-    assert code == 0, err
-    chosen = int(re.search(r"time budget: \d+ ms a step, so max_iters = (\d+)", out)[1])
-    assert 10 < chosen < 1000000
-    assert eval_lines(out)[-1].startswith(f"step {chosen}:")  # the run ends at the step it chose
-    assert elapsed < 2 * budget  # roughly on time, with room for a busy machine
+class StepClock:
+    """Stands in for gpt2.py's clock: time passes only during training steps, step_seconds(now) each."""
+
+    def __init__(self, step_seconds):
+        self.now, self.step_seconds = 1000.0, step_seconds
+
+    def time(self):
+        return self.now
+
+
+def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch):
+    """A tiny gpt2.py run with --time_budget=budget whose steps take step_seconds(elapsed) on a fake clock:
+    (the max_iters it planned first, the steps it made, the training time it printed)."""
+    clock = StepClock(step_seconds)
+    start = clock.now
+    forward_backward = gpt2.forward_backward
+
+    def timed_forward_backward(*args, **kwargs):
+        clock.now += clock.step_seconds(clock.now - start)
+        return forward_backward(*args, **kwargs)
+    monkeypatch.setattr(gpt2, "time", clock)
+    monkeypatch.setattr(gpt2, "forward_backward", timed_forward_backward)
+    gpt2.main(tiny_args("gpt2", tmp_path, text_file, f"--time_budget={budget}", "--max_iters=1000000",
+                        "--eval_interval=50", "--max_new_tokens=0"))
+    out = capsys.readouterr().out
+    planned = int(re.search(r"time budget: 50 ms a step, so max_iters = (\d+)", out)[1])
+    steps = int(eval_lines(out)[-1].split()[1].rstrip(":"))
+    took = float(re.search(r"training took ([\d.]+) s", out)[1])
+    return planned, steps, took
+
+
+def test_time_budget_plans_max_iters_from_the_step_time_and_uses_the_budget(tmp_path, text_file, capsys,
+                                                                             monkeypatch):
+    budget, step = 10, 0.05  # fake seconds; evaluations take no time on the fake clock
+    planned, steps, took = run_on_step_clock(lambda elapsed: step, budget, tmp_path, text_file, capsys, monkeypatch)
+    assert abs(planned - 0.98 * budget / step) <= 1  # 2% of the budget is kept as a margin
+    assert steps == planned
+    assert 0.95 * budget <= took <= budget
+
+
+def test_time_budget_holds_when_the_steps_slow_down_halfway(tmp_path, text_file, capsys, monkeypatch):
+    budget = 10
+    planned, steps, took = run_on_step_clock(lambda elapsed: 0.05 if elapsed < budget / 2 else 0.15, budget,
+                                             tmp_path, text_file, capsys, monkeypatch)
+    assert planned * 0.05 > budget / 2  # the first plan, at 50 ms a step, would overrun once the steps slow down
+    assert took <= budget
+    assert steps < planned  # the plan was cut short
+    assert took >= 0.9 * budget  # and the budget was still used

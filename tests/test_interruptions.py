@@ -50,6 +50,7 @@ def wait_until(condition, proc, timeout=30):
     while not condition():
         assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) before the condition held"
         assert time.monotonic() < deadline, f"the condition did not hold within {timeout} s"
+        time.sleep(0.0005)  # a short nap: the condition may hold for a few milliseconds only
 
 
 def saved_step(path):

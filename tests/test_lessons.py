@@ -23,6 +23,12 @@ CSV_HEADER = ["step", "train_loss", "val_loss", "elapsed_s", "lr"]
 SHARED_BLOCK_START = re.compile(r"^# --- same in every script: (.+) ---$")
 SHARED_BLOCK_END = "# --- end ---"
 HYPERPARAMETER_LINE = re.compile(r"^([a-z_][a-z0-9_]*) = (\S.*?)  # (\S.*)$")
+GROUP_HEADING = re.compile(r"^# [a-z][a-z ,]*$")
+RULER = "# ---- plumbing: not in the video (command line, checks, files, checkpoints) ----"
+LAYOUT = {"bigram": (200, 125), "v2": (290, 135), "gpt2": (450, 170)}  # (lines above the ruler, first nn.Module at)
+MAX_FUNCTION_LINES = 70
+LESSON_ORDER = ("def load_data", "def encode", "def decode", "def get_batch", "def estimate_loss", "class ",
+                "def train", "def generate_text", "def sample_next")
 
 
 # --- helpers ---
@@ -34,15 +40,13 @@ def lesson(script):
 def tiny_config(script, **changes):
     """The script's hyperparameters with its TINY overrides applied, then changes."""
     module = import_script(script)
-    return {**module.HYPERPARAMETERS, **module.parse_overrides(TINY[script], module.HYPERPARAMETERS), **changes}
+    return {**module.HYPERPARAMETERS, **module.parse_command_line(TINY[script], module.HYPERPARAMETERS), **changes}
 
 
 def build_model(script, vocab_size, seed=0, **changes):
     """A freshly initialised model of the script's tiny config."""
     module, cfg = import_script(script), tiny_config(script, **changes)
     torch.manual_seed(seed)
-    if script == "gpt2":
-        return module.GPT(module.model_config(cfg, vocab_size))
     return module.build_model(cfg, vocab_size)
 
 
@@ -53,23 +57,21 @@ def token_data(module, dtype=np.int64):
 def eval_sets(module, block_size):
     data = token_data(module)
     n = int(0.9 * len(data))
-    return {split: module.get_windows(part, module.eval_starts(len(part), block_size, 0), block_size)
-            for split, part in (("train", data[:n]), ("val", data[n:]))}
+    return {split: module.eval_windows(part, block_size, 0) for split, part in (("train", data[:n]), ("val", data[n:]))}
 
 
-def section(path, start):
-    """The lines after the line `start`, up to the first blank line."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    body = lines[lines.index(start) + 1:]
-    return body[:body.index("")] if "" in body else body
+def source_lines(script):
+    return (ROOT / f"{script}.py").read_text(encoding="utf-8").splitlines()
 
 
 def hyperparameter_lines(script):
-    """{name: (value source, comment)} of the script's `# hyperparameters` section."""
-    lines = section(ROOT / f"{script}.py", "# hyperparameters")
-    bad = [line for line in lines if not HYPERPARAMETER_LINE.match(line)]
-    assert not bad, f"{script}.py: not `name = value  # comment`: {bad}"
-    return {m[1]: (m[2], m[3]) for m in map(HYPERPARAMETER_LINE.match, lines)}
+    """{name: (value source, comment)} of the hyperparameter block, whose other lines are `# group` headings."""
+    lines = source_lines(script)
+    block = lines[lines.index("# hyperparameters") + 1:]
+    block = block[:next(i for i, line in enumerate(block) if line.startswith("# every name above"))]
+    bad = [line for line in block if not HYPERPARAMETER_LINE.match(line) and not GROUP_HEADING.match(line)]
+    assert not bad, f"{script}.py: neither `name = value  # comment` nor a `# group` heading: {bad}"
+    return {m[1]: (m[2], m[3]) for m in map(HYPERPARAMETER_LINE.match, block) if m}
 
 
 def shared_blocks(script):
@@ -235,28 +237,46 @@ def test_generate_appends_max_new_tokens_in_vocabulary_even_past_block_size(scri
         assert 0 <= out.min() and out.max() < V
 
 
-@pytest.mark.parametrize("script, expected", [("bigram", 65 * 65), ("v2", 209_729)])
-def test_default_config_has_the_exact_parameter_count(lesson, expected):
-    model = lesson.build_model(dict(lesson.HYPERPARAMETERS), 65)
+def test_bigram_default_config_has_one_row_of_logits_per_character():
+    bigram = import_script("bigram")
+    model = bigram.build_model(dict(bigram.HYPERPARAMETERS), 65)
+    assert sum(p.numel() for p in model.parameters()) == 65 * 65
+
+
+def test_v2_default_config_has_the_parameter_count_of_the_videos_model():
+    v2 = import_script("v2")
+    cfg = v2.HYPERPARAMETERS
+    V, T, C, L = 65, cfg["block_size"], cfg["n_embd"], cfg["n_layer"]
+    per_layer = (3 * C * C  # key, query and value of n_head heads of head_size C / n_head, without biases
+                 + C * C + C  # proj
+                 + C * 4 * C + 4 * C + 4 * C * C + C  # ffwd
+                 + 2 * 2 * C)  # ln1, ln2
+    expected = V * C + T * C + L * per_layer + 2 * C + C * V + V  # embeddings, blocks, ln_f, lm_head
+    assert expected == 209_729  # the video prints 0.209729 M parameters
+    model = v2.build_model(dict(cfg), V)
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
 # --- evaluation ---
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("n_tokens, block_size, max_windows, count", [
-    (100, 8, 0, 12), (100, 8, 5, 5), (100, 8, 50, 12), (97, 8, 0, 12), (96, 8, 0, 11), (9, 8, 0, 1), (8, 8, 3, 0),
+    (100, 8, 0, 12), (100, 8, 5, 5), (100, 8, 50, 12), (97, 8, 0, 12), (96, 8, 0, 11), (9, 8, 0, 1),
 ])
-def test_eval_starts_are_non_overlapping_windows_within_the_split(lesson, n_tokens, block_size, max_windows, count):
-    starts = lesson.eval_starts(n_tokens, block_size, max_windows)
-    assert len(starts) == count
+def test_eval_windows_are_non_overlapping_windows_within_the_split(lesson, n_tokens, block_size, max_windows, count):
+    x, y = lesson.eval_windows(np.arange(n_tokens), block_size, max_windows)
+    starts = x[:, 0].tolist()
+    assert x.shape == y.shape == (count, block_size)
+    assert torch.equal(y, x + 1)  # y is x one character on, inside the split
     assert all(b - a >= block_size for a, b in pairwise(starts))
-    assert all(0 <= start and start + block_size + 1 <= n_tokens for start in starts)  # y needs one more character
+    assert all(0 <= start and start + block_size + 1 <= n_tokens for start in starts)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", TRANSFORMERS)  # the scripts with dropout, which evaluation must switch off
 def test_estimate_loss_is_deterministic_and_leaves_the_model_in_train_mode(lesson, script):
-    model = build_model(script, len(CHARS), dropout=0.5)  # dropout would make two evaluations differ
+    model = build_model(script, len(CHARS), dropout=0.5)
     sets = eval_sets(lesson, tiny_config(script)["block_size"])
+    x, y = sets["val"]
+    assert model(x, y)[1].item() != model(x, y)[1].item()  # in train mode dropout makes two passes differ
     first = lesson.estimate_loss(model, sets, 64)
     assert lesson.estimate_loss(model, sets, 64) == first
     assert set(first) == {"train", "val"}
@@ -284,8 +304,8 @@ def test_estimate_loss_is_the_mean_over_windows_whatever_the_eval_batch_size(les
     ("--prompt=a=b", "prompt", "a=b"),
     ("--prompt=", "prompt", ""),
 ])
-def test_parse_overrides_converts_to_the_default_type(lesson, arg, name, value):
-    overrides = lesson.parse_overrides([arg], lesson.HYPERPARAMETERS)
+def test_command_line_values_take_the_default_type(lesson, arg, name, value):
+    overrides = lesson.parse_command_line([arg], lesson.HYPERPARAMETERS)
     assert overrides == {name: value}
     assert type(overrides[name]) is type(value)
 
@@ -295,9 +315,9 @@ def test_parse_overrides_converts_to_the_default_type(lesson, arg, name, value):
     "--no_such_option=1", "-batch_size=4", "batch_size=4", "--batch_size=abc", "--batch_size=1.5", "--batch_size",
     "--learning_rate=fast", "--sample=maybe",
 ])
-def test_parse_overrides_rejects_bad_options_listing_the_valid_ones(lesson, arg):
+def test_command_line_rejects_bad_options_listing_the_valid_ones(lesson, arg):
     with pytest.raises(lesson.UserError) as error:
-        lesson.parse_overrides([arg], lesson.HYPERPARAMETERS)
+        lesson.parse_command_line([arg], lesson.HYPERPARAMETERS)
     assert all(f"--{name}" in str(error.value) for name in lesson.HYPERPARAMETERS)
 
 
@@ -320,6 +340,61 @@ def test_shared_blocks_are_identical_in_every_script():
         and blocks[first][name] != blocks[other][name]
     ]
     assert not diffs, "shared blocks differ:\n" + "\n".join(diffs)
+
+
+def test_every_shared_block_is_on_the_same_side_of_the_ruler_in_every_script():
+    sides = {}
+    for script in SCRIPTS:
+        lines = source_lines(script)
+        ruler = lines.index(RULER)
+        for number, line in enumerate(lines):
+            if start := SHARED_BLOCK_START.match(line):
+                sides.setdefault(start[1], {})[script] = "lesson" if number < ruler else "plumbing"
+    assert sides
+    mixed = {name: found for name, found in sides.items() if len(set(found.values())) > 1}
+    assert not mixed, f"shared blocks on different sides of the ruler: {mixed}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_lesson_comes_first_in_the_videos_order_and_the_plumbing_below_one_ruler(script):
+    lines = source_lines(script)
+    assert lines.count(RULER) == 1, f"{script}.py needs exactly one ruler line: {RULER!r}"
+    ruler = lines.index(RULER) + 1  # line numbers count from 1
+    max_above, max_first_module = LAYOUT[script]
+    assert ruler - 1 <= max_above, f"{script}.py: {ruler - 1} lines above the ruler, more than {max_above}"
+    tree = ast.parse("\n".join(lines))
+    modules = [node.lineno for node in tree.body if isinstance(node, ast.ClassDef)
+               and any(ast.unparse(base) == "nn.Module" for base in node.bases)]
+    assert modules[0] <= max_first_module, f"{script}.py: the first nn.Module is at line {modules[0]}"
+    assert max(modules) < ruler
+    found = [next(i for i, line in enumerate(lines) if line.startswith(marker)) for marker in LESSON_ORDER]
+    assert found == sorted(found), f"{script}.py: the lesson is not in the order {LESSON_ORDER}"
+    assert found[-1] < ruler
+    assert ast.unparse(tree.body[-1].test) == "__name__ == '__main__'"  # the entry point comes last
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_no_function_is_longer_than_70_lines(script):
+    tree = ast.parse((ROOT / f"{script}.py").read_text(encoding="utf-8"))
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"{script}.py: {long}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_hyperparameter_with_its_default_and_comment(script, flag, capsys, monkeypatch):
+    code, out, err = run_in_process(script, [flag], capsys, monkeypatch)
+    assert code == 0, err
+    assert out.startswith(f"usage: python {script}.py [--name=value ...]")
+    shown = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --")}
+    module = import_script(script)
+    for name, (_, comment) in hyperparameter_lines(script).items():
+        default = module.HYPERPARAMETERS[name]
+        option = f"--{name}=" + ('""' if default == "" else str(default))
+        assert option in shown, f"{option} not in --help"
+        assert shown[option].endswith(comment)
+    assert len(shown) == len(module.HYPERPARAMETERS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -459,6 +534,23 @@ def test_without_matplotlib_a_run_says_how_to_get_the_plot_and_goes_on(script, c
     assert code == 0, err
     assert out.count("pip install matplotlib") == 1
     assert (tmp_path / "out" / script / "losses.csv").exists()
+    assert not (tmp_path / "out" / script / "loss.png").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_matplotlib_that_fails_to_import_is_named_with_its_reason_and_the_run_goes_on(script, cli, tmp_path,
+                                                                                       monkeypatch):
+    broken = tmp_path / "site" / "matplotlib"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("numpy.core.multiarray failed to import")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)  # import afresh: the broken copy comes first on the path
+    code, out, err = cli(script)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("loss log in"))
+    assert "matplotlib is installed but does not import" in line and "numpy.core.multiarray failed to import" in line
+    assert "pip install --upgrade matplotlib" in line
     assert not (tmp_path / "out" / script / "loss.png").exists()
 
 
