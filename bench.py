@@ -4,6 +4,7 @@ python bench.py                   every section (minutes on a GPU; on a CPU gpt2
                                   takes hours, so choose sections with --only)
 python bench.py --quick           tiny settings, under a minute on a 2-core CPU: checks that everything runs
 python bench.py --only=v2,video-v2 --device=cpu     some sections only
+python bench.py --plot            the three lessons' val loss against time, from out/<script>/losses.csv
 
 Sections: bigram, v2, gpt2 (each script's default run, timed as a whole process), laptop (gpt2.py
 with the laptop recipe, 10 minutes), laptop-3min (the same recipe in 3 minutes), sampling (1,000 new
@@ -253,7 +254,14 @@ def main():
     parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
     parser.add_argument("--save_dir", default="", help="copy each run's losses.csv and loss.png here")
     parser.add_argument("--input_file", default="", help="train on this text instead of input.txt")
+    parser.add_argument("--plot", action="store_true", help="only draw the three lessons' val loss against time, "
+                        "from RUNS_DIR/<script>/losses.csv, into PLOT_FILE")
+    parser.add_argument("--runs_dir", default="out", help="--plot: the folder of the runs (default: out)")
+    parser.add_argument("--plot_file", default="out/lessons.png", help="--plot: the PNG to write")
     args = parser.parse_args()
+    if args.plot:
+        plot_lessons(args.runs_dir, args.plot_file)
+        return
     sections = args.only.split(",")
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -267,6 +275,36 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-") as work_dir:
         lines = run_sections(args, sections, device, work_dir, input_file if args.input_file else "")
     print("\n".join(lines))
+
+
+def plot_lessons(runs_dir, png_path):
+    """The three lessons on one chart: val loss against training time, from each script's loss log."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = []
+    for script in ("bigram", "v2", "gpt2"):
+        path = os.path.join(runs_dir, script, "losses.csv")
+        if not os.path.exists(path):
+            print(f"{path} not found: {script}.py is left out of the chart")
+            continue
+        rows = read_losses(path)
+        best = min(r["val_loss"] for r in rows)
+        ax.plot([r["elapsed_s"] for r in rows], [r["val_loss"] for r in rows], marker=".",
+                label=f"{script}.py: best val loss {best:.2f} after {rows[-1]['elapsed_s']:.0f} s")
+        drawn.append(f"{script}.py {best:.4f}")
+    if not drawn:
+        sys.exit(f"bench: no loss log in {runs_dir}/<script>/losses.csv; run the scripts first")
+    ax.set_xscale("symlog", linthresh=10)  # seconds: the first ten linear, then each tenfold the same width
+    ax.set(xlabel="training time (s)", ylabel="val loss (nats per character)",
+           title="The three lessons: val loss against training time")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(png_path) or ".", exist_ok=True)
+    fig.savefig(png_path, dpi=80)
+    print(f"{', '.join(drawn)}: chart in {png_path}")
 
 
 def run_sections(args, sections, device, work_dir, input_file):

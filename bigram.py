@@ -292,6 +292,8 @@ def check_config(cfg):
         raise UserError(f"--temperature must be 0 (greedy) or positive, got {cfg['temperature']}")
     if cfg["top_k"] < 0 or cfg["max_new_tokens"] < 0:
         raise UserError("--top_k and --max_new_tokens must not be negative")
+    if cfg.get("attention_png") and not cfg["sample"]:
+        raise UserError("--attention_png draws the attention of a saved model: add --sample (and a --prompt)")
 # --- end ---
 
 
@@ -491,11 +493,12 @@ def prompt_ids(prompt, stoi):
 
 
 def sample_from_checkpoint(cfg, dev, checkpoint):
-    """--sample: the saved model and its vocabulary continue the prompt."""
+    """--sample: the saved model and its vocabulary continue the prompt; returns the model."""
     chars = checkpoint["chars"]
     model = build_model(cfg, len(chars)).to(dev)
     load_weights(model, checkpoint, os.path.join(cfg["out_dir"], "ckpt.pt"))
     print(generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
+    return model
 # --- end ---
 
 

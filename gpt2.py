@@ -59,6 +59,7 @@ prompt = ""  # text the sample continues (empty: start from a newline)
 max_new_tokens = 500  # characters to generate
 temperature = 1.0  # sampling temperature: <1 sharper, >1 flatter, 0 always the likeliest character
 top_k = 0  # sample only among the k likeliest characters (0: all of them)
+attention_png = ""  # with --sample: also draw the prompt's attention weights, each layer and head, into this PNG
 kv_cache = True  # sample with a key/value cache (False: recompute the whole context for every token)
 # what to run, on what, and where
 sample = False  # --sample: generate from the saved model instead of training
@@ -425,7 +426,11 @@ def main(argv):
     dev = pick_device(cfg["device"])
     if cfg["sample"]:
         print(f"using device: {dev}")
-        sample_from_checkpoint(cfg, dev, checkpoint)
+        if cfg["attention_png"]:
+            check_attention_png(cfg["attention_png"])
+        model = sample_from_checkpoint(cfg, dev, checkpoint)
+        if cfg["attention_png"]:
+            draw_attention(model, cfg, checkpoint["chars"], dev)
         return
     make_folder(cfg["out_dir"], "out_dir")
     rank, world_size, dev = setup_distributed(dev)
@@ -645,6 +650,86 @@ def encode_to_file(path, bin_path, meta_path, source, chunk_chars):
     return meta
 
 
+def attention_weights(model, idx):
+    """The attention weights (n_layer, n_head, T, T) of one sequence idx (1, T). The fused kernel returns none, so
+    they are computed as v2.py's heads compute wei: from c_attn's q and k, scaled, masked, softmaxed."""
+    inputs = []  # what each layer's attention receives: ln_1's output
+    hooks = [block.attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+             for block in model.transformer.h]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(idx)
+            weights = []
+            for block, x in zip(model.transformer.h, inputs, strict=True):
+                B, T, C = x.shape  # (1, T, C)
+                nh = block.attn.n_head
+                q, k, _ = block.attn.c_attn(x).split(C, dim=2)  # 2 x (1, T, C)
+                q = q.view(B, T, nh, C // nh).transpose(1, 2)  # (1, nh, T, hs)
+                k = k.view(B, T, nh, C // nh).transpose(1, 2)  # (1, nh, T, hs)
+                wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (1, nh, T, hs) @ (1, nh, hs, T) -> (1, nh, T, T)
+                causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
+                weights.append(F.softmax(wei.masked_fill(~causal, float("-inf")), dim=-1)[0])  # (nh, T, T)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack(weights)  # (n_layer, nh, T, T)
+
+
+# --- same in v2.py and gpt2.py: attention picture ---
+def check_attention_png(path):
+    """--attention_png, before any work: matplotlib imports, and the PNG's folder can be written."""
+    try:
+        import_pyplot()
+    except UserError as error:
+        raise UserError(f"--attention_png needs matplotlib: {error}") from None
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path) or os.path.exists(folder) and not os.path.isdir(folder):
+        in_the_way = path if os.path.isdir(path) else folder
+        raise UserError(f"cannot write {path}: {in_the_way} is a {'folder' if in_the_way == path else 'file'}; "
+                        "choose another --attention_png")
+    make_folder(folder, "attention_png")
+
+
+def draw_attention(model, cfg, chars, dev):
+    """--attention_png: the prompt's attention weights, one heatmap per layer and head, in a PNG.
+
+    Row t of a heatmap is what position t of the prompt takes from each position up to t: its weights
+    sum to 1, and the masked future (above the diagonal) is left empty.
+    """
+    start = time.time()
+    ids = prompt_ids(cfg["prompt"], {ch: i for i, ch in enumerate(chars)})
+    if len(ids) > cfg["block_size"]:
+        print(f"the prompt is longer than block_size ({len(ids)} > {cfg['block_size']} characters): "
+              f"the picture shows its last {cfg['block_size']}")
+        ids = ids[-cfg["block_size"]:]
+    weights = attention_weights(model, torch.tensor([ids], device=dev)).float().cpu()  # (n_layer, nh, T, T)
+    n_layer, n_head, T, _ = weights.shape
+    weights = weights.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("nan"))  # empty, not 0
+    labels = [{"\n": "⏎", " ": "␣"}.get(chars[i], chars[i]) for i in ids]
+    plt = import_pyplot()
+    side = max(2.0, 0.12 * T + 0.8)  # inches per heatmap: room for one readable character per row and column
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(n_head * side, n_layer * side + 0.6), squeeze=False,
+                             layout="constrained")
+    for layer, row in enumerate(axes):
+        for head, ax in enumerate(row):
+            ax.imshow(weights[layer, head].numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
+            ax.set_xticks(range(T), labels, fontsize=6)
+            ax.set_yticks(range(T), labels, fontsize=6)
+            ax.tick_params(length=0)
+    for ax in axes[-1]:
+        ax.set_xlabel("key: the position attended to", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("query: the position attending", fontsize=8)
+    fig.suptitle(f"{SCRIPT}.py attention weights on {''.join(chars[i] for i in ids)!r}: row t = what position t "
+                 "takes from each position up to t", fontsize=10)
+    save_figure(fig, cfg["attention_png"])
+    print(f"attention weights of {T} characters ({n_layer} layers x {n_head} heads) in {cfg['attention_png']} "
+          f"({time.time() - start:.1f} s)")
+# --- end ---
+
+
 # --- same in every script: command line ---
 class UserError(Exception):
     """A mistake the user can fix: printed as one line, without a traceback."""
@@ -708,6 +793,8 @@ def check_config(cfg):
         raise UserError(f"--temperature must be 0 (greedy) or positive, got {cfg['temperature']}")
     if cfg["top_k"] < 0 or cfg["max_new_tokens"] < 0:
         raise UserError("--top_k and --max_new_tokens must not be negative")
+    if cfg.get("attention_png") and not cfg["sample"]:
+        raise UserError("--attention_png draws the attention of a saved model: add --sample (and a --prompt)")
 # --- end ---
 
 
@@ -907,11 +994,12 @@ def prompt_ids(prompt, stoi):
 
 
 def sample_from_checkpoint(cfg, dev, checkpoint):
-    """--sample: the saved model and its vocabulary continue the prompt."""
+    """--sample: the saved model and its vocabulary continue the prompt; returns the model."""
     chars = checkpoint["chars"]
     model = build_model(cfg, len(chars)).to(dev)
     load_weights(model, checkpoint, os.path.join(cfg["out_dir"], "ckpt.pt"))
     print(generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
+    return model
 # --- end ---
 
 

@@ -41,6 +41,7 @@ prompt = ""  # text the sample continues (empty: start from a newline)
 max_new_tokens = 500  # characters to generate
 temperature = 1.0  # sampling temperature: <1 sharper, >1 flatter, 0 always the likeliest character
 top_k = 0  # sample only among the k likeliest characters (0: all of them)
+attention_png = ""  # with --sample: also draw the prompt's attention weights, each layer and head, into this PNG
 # what to run, on what, and where
 sample = False  # --sample: generate from the saved model instead of training
 resume = False  # --resume: continue training from the checkpoint in out_dir
@@ -301,7 +302,11 @@ def main(argv):
     dev = pick_device(cfg["device"])
     print(f"using device: {dev}")
     if cfg["sample"]:
-        sample_from_checkpoint(cfg, dev, checkpoint)
+        if cfg["attention_png"]:
+            check_attention_png(cfg["attention_png"])
+        model = sample_from_checkpoint(cfg, dev, checkpoint)
+        if cfg["attention_png"]:
+            draw_attention(model, cfg, checkpoint["chars"], dev)
     else:
         make_folder(cfg["out_dir"], "out_dir")
         train(cfg, dev, checkpoint)
@@ -316,6 +321,77 @@ def read_text(path):
     except UnicodeDecodeError as error:
         raise UserError(f"input file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
                         "convert it to UTF-8 first") from None
+
+
+def attention_weights(model, idx):
+    """The attention weights wei (n_layer, n_head, T, T) of one sequence idx (1, T): each Head's softmax output,
+    caught on its way into the Head's dropout (which is off in eval mode), so they are what the model computes."""
+    weights = []
+    hooks = [head.dropout.register_forward_hook(lambda module, inputs, output: weights.append(inputs[0][0]))
+             for block in model.blocks for head in block.sa.heads]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    n_layer, n_head = len(model.blocks), len(model.blocks[0].sa.heads)
+    return torch.stack(weights).view(n_layer, n_head, *weights[0].shape)
+
+
+# --- same in v2.py and gpt2.py: attention picture ---
+def check_attention_png(path):
+    """--attention_png, before any work: matplotlib imports, and the PNG's folder can be written."""
+    try:
+        import_pyplot()
+    except UserError as error:
+        raise UserError(f"--attention_png needs matplotlib: {error}") from None
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path) or os.path.exists(folder) and not os.path.isdir(folder):
+        in_the_way = path if os.path.isdir(path) else folder
+        raise UserError(f"cannot write {path}: {in_the_way} is a {'folder' if in_the_way == path else 'file'}; "
+                        "choose another --attention_png")
+    make_folder(folder, "attention_png")
+
+
+def draw_attention(model, cfg, chars, dev):
+    """--attention_png: the prompt's attention weights, one heatmap per layer and head, in a PNG.
+
+    Row t of a heatmap is what position t of the prompt takes from each position up to t: its weights
+    sum to 1, and the masked future (above the diagonal) is left empty.
+    """
+    start = time.time()
+    ids = prompt_ids(cfg["prompt"], {ch: i for i, ch in enumerate(chars)})
+    if len(ids) > cfg["block_size"]:
+        print(f"the prompt is longer than block_size ({len(ids)} > {cfg['block_size']} characters): "
+              f"the picture shows its last {cfg['block_size']}")
+        ids = ids[-cfg["block_size"]:]
+    weights = attention_weights(model, torch.tensor([ids], device=dev)).float().cpu()  # (n_layer, nh, T, T)
+    n_layer, n_head, T, _ = weights.shape
+    weights = weights.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("nan"))  # empty, not 0
+    labels = [{"\n": "⏎", " ": "␣"}.get(chars[i], chars[i]) for i in ids]
+    plt = import_pyplot()
+    side = max(2.0, 0.12 * T + 0.8)  # inches per heatmap: room for one readable character per row and column
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(n_head * side, n_layer * side + 0.6), squeeze=False,
+                             layout="constrained")
+    for layer, row in enumerate(axes):
+        for head, ax in enumerate(row):
+            ax.imshow(weights[layer, head].numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
+            ax.set_xticks(range(T), labels, fontsize=6)
+            ax.set_yticks(range(T), labels, fontsize=6)
+            ax.tick_params(length=0)
+    for ax in axes[-1]:
+        ax.set_xlabel("key: the position attended to", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("query: the position attending", fontsize=8)
+    fig.suptitle(f"{SCRIPT}.py attention weights on {''.join(chars[i] for i in ids)!r}: row t = what position t "
+                 "takes from each position up to t", fontsize=10)
+    save_figure(fig, cfg["attention_png"])
+    print(f"attention weights of {T} characters ({n_layer} layers x {n_head} heads) in {cfg['attention_png']} "
+          f"({time.time() - start:.1f} s)")
+# --- end ---
 
 
 # --- same in every script: command line ---
@@ -381,6 +457,8 @@ def check_config(cfg):
         raise UserError(f"--temperature must be 0 (greedy) or positive, got {cfg['temperature']}")
     if cfg["top_k"] < 0 or cfg["max_new_tokens"] < 0:
         raise UserError("--top_k and --max_new_tokens must not be negative")
+    if cfg.get("attention_png") and not cfg["sample"]:
+        raise UserError("--attention_png draws the attention of a saved model: add --sample (and a --prompt)")
 # --- end ---
 
 
@@ -580,11 +658,12 @@ def prompt_ids(prompt, stoi):
 
 
 def sample_from_checkpoint(cfg, dev, checkpoint):
-    """--sample: the saved model and its vocabulary continue the prompt."""
+    """--sample: the saved model and its vocabulary continue the prompt; returns the model."""
     chars = checkpoint["chars"]
     model = build_model(cfg, len(chars)).to(dev)
     load_weights(model, checkpoint, os.path.join(cfg["out_dir"], "ckpt.pt"))
     print(generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
+    return model
 # --- end ---
 
 

@@ -6,6 +6,7 @@ import io
 import os
 import random
 import re
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -242,6 +243,29 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
      ["input file", "notes.txt is not a folder", "--input_file"]),
     ("input-is-a-pipe", SCRIPTS, lambda m: os.mkfifo(m.tmp_path / "pipe") or m.args(text=m.tmp_path / "pipe"),
      ["is not a regular file", "--input_file"]),
+    # the attention picture
+    ("attention-png-without-sample", MODELS, lambda m: m.args("--attention_png=att.png"),
+     ["--attention_png draws the attention of a saved model", "add --sample"]),
+    ("attention-png-before-training", MODELS, lambda m: m.args("--sample", "--attention_png=att.png"),
+     ["no saved model", "python {script}.py"]),
+    ("attention-png-without-matplotlib", MODELS,
+     lambda m: m.monkeypatch.setitem(sys.modules, "matplotlib", None)
+     or m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.tmp_path / 'att.png'}"),
+     ["--attention_png needs matplotlib", "pip install matplotlib"]),
+    ("attention-png-folder-not-writable", MODELS,
+     lambda m: unwritable_folder(m, m.tmp_path / "pictures") or (m.tmp_path / "pictures").mkdir()
+     or m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.tmp_path / 'pictures' / 'att.png'}"),
+     ["cannot write in", "permission denied", "--attention_png"]),
+    ("attention-png-inside-a-file", MODELS,
+     lambda m: m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.file('notes.txt', b'x')}/a.png"),
+     ["notes.txt is a file", "another --attention_png"]),
+    ("attention-png-is-a-folder", MODELS,
+     lambda m: m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.tmp_path}"),
+     ["is a folder", "another --attention_png"]),
+    ("disk-full-writing-the-attention-png", MODELS,
+     lambda m: failing_writes(m, "att.png.tmp")
+     or m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.tmp_path / 'att.png'}"),
+     ["cannot write", "att.png", "no space left on the disk"]),
     # writes that fail halfway: a full disk, no permission
     ("disk-full-saving-a-checkpoint", SCRIPTS, lambda m: failing_writes(m, "ckpt.pt.tmp", after=1) or m.args(),
      ["cannot write", "ckpt.pt", "no space left on the disk"]),

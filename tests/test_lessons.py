@@ -20,7 +20,7 @@ STOI = {ch: i for i, ch in enumerate(CHARS)}
 ITOS = dict(enumerate(CHARS))
 EVAL_LINE = re.compile(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}$")
 CSV_HEADER = ["step", "train_loss", "val_loss", "elapsed_s", "lr"]
-SHARED_BLOCK_START = re.compile(r"^# --- same in every script: (.+) ---$")
+SHARED_BLOCK_START = re.compile(r"^# --- same in (every script|\w+\.py and \w+\.py): (.+) ---$")
 SHARED_BLOCK_END = "# --- end ---"
 HYPERPARAMETER_LINE = re.compile(r"^([a-z_][a-z0-9_]*) = (\S.*?)  # (\S.*)$")
 GROUP_HEADING = re.compile(r"^# [a-z][a-z ,]*$")
@@ -74,15 +74,22 @@ def hyperparameter_lines(script):
     return {m[1]: (m[2], m[3]) for m in map(HYPERPARAMETER_LINE.match, block) if m}
 
 
+def block_scripts(scope):
+    """The scripts a block is shared by: `every script`, or `v2.py and gpt2.py`."""
+    return SCRIPTS if scope == "every script" else tuple(name.removesuffix(".py") for name in scope.split(" and "))
+
+
 def shared_blocks(script):
-    """{name: lines} of the `# --- same in every script: NAME ---` ... `# --- end ---` blocks of a script."""
+    """{name: lines} of the `# --- same in SCOPE: NAME ---` ... `# --- end ---` blocks of a script; the first line
+    of each body is its scope (`every script`, or `v2.py and gpt2.py`)."""
     blocks, name, body = {}, None, []
     for number, line in enumerate((ROOT / f"{script}.py").read_text(encoding="utf-8").splitlines(), 1):
         where = f"{script}.py:{number}"
         if start := SHARED_BLOCK_START.match(line):
-            assert name is None, f"{where}: block {start[1]!r} starts inside block {name!r}"
-            assert start[1] not in blocks, f"{where}: block {start[1]!r} appears twice"
-            name, body = start[1], []
+            assert name is None, f"{where}: block {start[2]!r} starts inside block {name!r}"
+            assert start[2] not in blocks, f"{where}: block {start[2]!r} appears twice"
+            assert script in block_scripts(start[1]), f"{where}: a block of {start[1]} in {script}.py"
+            name, body = start[2], [start[1]]
         elif line == SHARED_BLOCK_END:
             assert name is not None, f"{where}: {SHARED_BLOCK_END!r} outside any block"
             blocks[name], name = body, None
@@ -257,6 +264,53 @@ def test_v2_default_config_has_the_parameter_count_of_the_videos_model():
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
+# --- attention picture ---
+def attention_layers(script, model):
+    """Each layer's attention module: v2.py's MultiHeadAttention, gpt2.py's CausalSelfAttention."""
+    return [block.sa for block in model.blocks] if script == "v2" else [block.attn for block in model.transformer.h]
+
+
+@pytest.mark.parametrize("script", TRANSFORMERS)
+def test_attention_weights_are_what_the_attention_layers_compute(script):
+    module, cfg = import_script(script), tiny_config(script, n_layer=2)
+    model = build_model(script, 65, n_layer=2, dropout=0.0).eval()
+    T, C, nh = cfg["block_size"], cfg["n_embd"], cfg["n_head"]
+    idx = torch.randint(65, (1, T), generator=torch.Generator().manual_seed(0))
+    caught = []  # each attention layer's input and output
+    hooks = [layer.register_forward_hook(lambda _, args, out: caught.append((args[0], out)))
+             for layer in attention_layers(script, model)]
+    weights = module.attention_weights(model, idx)
+    for hook in hooks:
+        hook.remove()
+    assert weights.shape == (2, nh, T, T)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, nh, T), rtol=0, atol=1e-5)  # rows sum to 1
+    assert torch.all(weights.triu(1) == 0)  # the future gets nothing
+    for number, (layer, (x, out)) in enumerate(zip(attention_layers(script, model), caught, strict=True)):
+        if script == "v2":
+            v = torch.stack([head.value(x)[0] for head in layer.heads])  # (nh, T, hs)
+            project = layer.proj
+        else:
+            v = layer.c_attn(x).split(C, dim=2)[2].view(T, nh, C // nh).transpose(0, 1)  # (nh, T, hs)
+            project = layer.c_proj
+        merged = (weights[number] @ v).transpose(0, 1).reshape(T, C)  # (T, C): the heads side by side
+        torch.testing.assert_close(project(merged), out[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("script", TRANSFORMERS)
+def test_attention_png_draws_the_prompts_weights_and_a_long_prompt_its_last_block_size(script, cli, tmp_path):
+    code, _, err = cli(script)
+    assert code == 0, err
+    png = tmp_path / "pictures" / "attention.png"
+    long_prompt = "First Citizen:\nBefore we proceed" * 2  # longer than the tiny block_size
+    code, out, err = cli(script, "--sample", f"--prompt={long_prompt}", f"--attention_png={png}", "--max_new_tokens=5")
+    assert code == 0, err
+    T = tiny_config(script)["block_size"]
+    assert f"the picture shows its last {T}" in out
+    assert f"attention weights of {T} characters (1 layers x 2 heads) in {png}" in out
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert out.split("\n", 1)[1].startswith(long_prompt)  # the sample itself continues the whole prompt
+
+
 # --- evaluation ---
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("n_tokens, block_size, max_windows, count", [
@@ -322,23 +376,24 @@ def test_command_line_rejects_bad_options_listing_the_valid_ones(lesson, arg):
 
 
 # --- the three files in step ---
-def test_every_script_has_every_shared_block():
+def test_every_script_has_every_block_it_shares():
     blocks = {script: shared_blocks(script) for script in SCRIPTS}
-    names = set().union(*blocks.values())
-    assert names, "no `# --- same in every script: NAME ---` blocks found"
-    missing = {script: sorted(names - set(found)) for script, found in blocks.items() if names - set(found)}
-    assert not missing, f"shared blocks missing: {missing}"
+    scopes = {name: body[0] for found in blocks.values() for name, body in found.items()}
+    assert "every script" in scopes.values(), "no `# --- same in every script: NAME ---` blocks found"
+    missing = [f"{script}.py lacks {name!r} ({scope})" for name, scope in scopes.items()
+               for script in block_scripts(scope) if name not in blocks[script]]
+    assert not missing, "shared blocks missing:\n" + "\n".join(missing)
 
 
-def test_shared_blocks_are_identical_in_every_script():
+def test_shared_blocks_are_identical_in_every_script_that_shares_them():
     blocks = {script: shared_blocks(script) for script in SCRIPTS}
-    first, *others = SCRIPTS
-    diffs = [
-        "\n".join(difflib.unified_diff(blocks[first][name], blocks[other][name], f"{first}.py: {name}",
-                                       f"{other}.py: {name}", lineterm=""))
-        for other in others for name in blocks[first] if name in blocks[other]
-        and blocks[first][name] != blocks[other][name]
-    ]
+    diffs = []
+    for script, found in blocks.items():
+        for name, body in found.items():
+            first = block_scripts(body[0])[0]
+            if script != first and name in blocks[first] and body != blocks[first][name]:
+                diffs.append("\n".join(difflib.unified_diff(blocks[first][name], body, f"{first}.py: {name}",
+                                                            f"{script}.py: {name}", lineterm="")))
     assert not diffs, "shared blocks differ:\n" + "\n".join(diffs)
 
 
@@ -349,7 +404,7 @@ def test_every_shared_block_is_on_the_same_side_of_the_ruler_in_every_script():
         ruler = lines.index(RULER)
         for number, line in enumerate(lines):
             if start := SHARED_BLOCK_START.match(line):
-                sides.setdefault(start[1], {})[script] = "lesson" if number < ruler else "plumbing"
+                sides.setdefault(start[2], {})[script] = "lesson" if number < ruler else "plumbing"
     assert sides
     mixed = {name: found for name, found in sides.items() if len(set(found.values())) > 1}
     assert not mixed, f"shared blocks on different sides of the ruler: {mixed}"
