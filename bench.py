@@ -35,11 +35,11 @@ SECTIONS = ("bigram", "v2", "gpt2", "laptop", "laptop-3min", "sampling", "video-
 LAPTOP_3MIN = "--block_size=64 --batch_size=32 --learning_rate=3e-3 --min_lr=3e-4 --time_budget=180"
 TINY_GPT = "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25"
 QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
-    "bigram": "--max_iters=200 --eval_interval=100",
-    "v2": "--max_iters=200 --eval_interval=100",
+    "bigram": "--max_iters=100 --eval_interval=50",
+    "v2": "--max_iters=100 --eval_interval=50",
     "gpt2": TINY_GPT + " --max_iters=50",
-    "laptop": TINY_GPT + " --time_budget=10",
-    "laptop-3min": TINY_GPT + " --time_budget=10",
+    "laptop": TINY_GPT + " --time_budget=4",
+    "laptop-3min": TINY_GPT + " --time_budget=4",
 }
 
 
@@ -86,6 +86,8 @@ def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    context = torch.zeros((1, 1), dtype=torch.long, device=device)  # the video ends with 500 sampled characters
+    print("".join(chars[i] for i in model.generate(context, 500)[0].tolist()))
 
 
 def count_table_loss(path):
@@ -252,11 +254,13 @@ def main():
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: what the scripts pick)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
-    parser.add_argument("--save_dir", default="", help="copy each run's losses.csv and loss.png here")
+    parser.add_argument("--save_dir", default="", help="keep each run's losses.csv, loss.png and ckpt.pt in "
+                        "SAVE_DIR/<section>/")
     parser.add_argument("--input_file", default="", help="train on this text instead of input.txt")
     parser.add_argument("--plot", action="store_true", help="only draw the three lessons' val loss against time, "
                         "from RUNS_DIR/<script>/losses.csv, into PLOT_FILE")
-    parser.add_argument("--runs_dir", default="out", help="--plot: the folder of the runs (default: out)")
+    parser.add_argument("--runs_dir", default="out", help="--plot: the folder of the runs: out (the scripts' own "
+                        "out/<script>/), or a --save_dir (default: out)")
     parser.add_argument("--plot_file", default="out/lessons.png", help="--plot: the PNG to write")
     args = parser.parse_args()
     if args.plot:
@@ -284,15 +288,17 @@ def plot_lessons(runs_dir, png_path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = []
-    for script in ("bigram", "v2", "gpt2"):
-        path = os.path.join(runs_dir, script, "losses.csv")
-        if not os.path.exists(path):
-            print(f"{path} not found: {script}.py is left out of the chart")
+    for script, folders in (("bigram", ["bigram"]), ("v2", ["v2"]), ("gpt2", ["laptop", "gpt2"])):
+        paths = [os.path.join(runs_dir, folder, "losses.csv") for folder in folders]  # a user's out/<script>, or
+        path = next((p for p in paths if os.path.exists(p)), None)  # bench.py --save_dir's <section> (laptop first)
+        if path is None:
+            print(f"{' or '.join(paths)} not found: {script}.py is left out of the chart")
             continue
         rows = read_losses(path)
         best = min(r["val_loss"] for r in rows)
+        recipe = " (laptop recipe)" if os.path.basename(os.path.dirname(path)) == "laptop" else ""
         ax.plot([r["elapsed_s"] for r in rows], [r["val_loss"] for r in rows], marker=".",
-                label=f"{script}.py: best val loss {best:.2f} after {rows[-1]['elapsed_s']:.0f} s")
+                label=f"{script}.py{recipe}: best val loss {best:.2f} after {rows[-1]['elapsed_s']:.0f} s")
         drawn.append(f"{script}.py {best:.4f}")
     if not drawn:
         sys.exit(f"bench: no loss log in {runs_dir}/<script>/losses.csv; run the scripts first")
@@ -319,11 +325,11 @@ def run_sections(args, sections, device, work_dir, input_file):
             target = args.target if script == "gpt2" else None
             runs.append(bench_script(script, section, args.device, args.quick, target, work_dir, input_file))
             r = runs[-1]
-            if args.save_dir:
-                os.makedirs(args.save_dir, exist_ok=True)
-                for name in ("losses.csv", "loss.png"):
+            if args.save_dir:  # save_dir/<section>/: what --plot --runs_dir=save_dir reads, and --sample --out_dir
+                os.makedirs(os.path.join(args.save_dir, section), exist_ok=True)
+                for name in ("losses.csv", "loss.png", "ckpt.pt"):
                     if os.path.exists(os.path.join(r["out_dir"], name)):
-                        shutil.copy(os.path.join(r["out_dir"], name), os.path.join(args.save_dir, f"{section}_{name}"))
+                        shutil.copy(os.path.join(r["out_dir"], name), os.path.join(args.save_dir, section, name))
             print(f"{section}: {r['wall']:.1f} s, best val {r['best_val']:.4f}", flush=True)
     lines = []
     if runs:
@@ -341,7 +347,7 @@ def run_sections(args, sections, device, work_dir, input_file):
         lines += [f"A bigram count table (the train split's pair counts, add-one smoothed) scores val loss "
                   f"{count_table_loss(text):.4f}: the floor for bigram.py.", ""]
     if "video-v2" in sections:
-        iters = 200 if args.quick else 5000
+        iters = 100 if args.quick else 5000
         text = input_file or os.path.join(ROOT, "input.txt")
         code = f"import bench; bench.video_v2_run({text!r}, {device!r}, {iters}, 100, {20 if args.quick else 200})"
         wall_video, _ = run_process([sys.executable, "-c", code])

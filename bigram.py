@@ -49,7 +49,7 @@ log_interval = 10  # steps between updates of the loss on the progress bar
 HYPERPARAMETERS = {k: v for k, v in globals().items() if type(v) in (bool, int, float, str) and not k.startswith("_")}
 
 
-# the data: read the text, list its characters, map them to integers, split 90% / 10% into train and val
+# the data ("reading and exploring the data", "tokenization, train/val split")
 def load_data(input_file, block_size):
     """The vocabulary (chars, stoi, itos) and the encoded text, split into train and val data."""
     text = read_text(input_file)  # tiny Shakespeare by default; the checks on the file are below the ruler
@@ -81,7 +81,8 @@ def decode(ids, itos):
 
 # --- same in every script: batches ---
 def get_batch(data, batch_size, block_size, generator):
-    """batch_size random chunks of the data: inputs x (B, T), and targets y, the same chunks one character on."""
+    """batch_size random chunks of the data ("data loader: batches of chunks of data"): inputs x (B, T), and
+    targets y, the same chunks one character on."""
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
     return get_windows(data, starts, block_size)
 

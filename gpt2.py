@@ -73,7 +73,7 @@ log_interval = 10  # steps between updates of the loss on the progress bar
 HYPERPARAMETERS = {k: v for k, v in globals().items() if type(v) in (bool, int, float, str) and not k.startswith("_")}
 
 
-# the data: the text's characters, and the text as token ids, split 90% / 10% into train and val
+# the data ("reading and exploring the data", "tokenization, train/val split")
 def load_data(cfg):
     """The vocabulary (chars, stoi, itos) and the train and val data.
 
@@ -107,7 +107,8 @@ def decode(ids, itos):
 
 # --- same in every script: batches ---
 def get_batch(data, batch_size, block_size, generator):
-    """batch_size random chunks of the data: inputs x (B, T), and targets y, the same chunks one character on."""
+    """batch_size random chunks of the data ("data loader: batches of chunks of data"): inputs x (B, T), and
+    targets y, the same chunks one character on."""
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
     return get_windows(data, starts, block_size)
 

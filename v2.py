@@ -54,7 +54,7 @@ log_interval = 10  # steps between updates of the loss on the progress bar
 HYPERPARAMETERS = {k: v for k, v in globals().items() if type(v) in (bool, int, float, str) and not k.startswith("_")}
 
 
-# the data: read the text, list its characters, map them to integers, split 90% / 10% into train and val
+# the data ("reading and exploring the data", "tokenization, train/val split")
 def load_data(input_file, block_size):
     """The vocabulary (chars, stoi, itos) and the encoded text, split into train and val data."""
     text = read_text(input_file)  # tiny Shakespeare by default; the checks on the file are below the ruler
@@ -86,7 +86,8 @@ def decode(ids, itos):
 
 # --- same in every script: batches ---
 def get_batch(data, batch_size, block_size, generator):
-    """batch_size random chunks of the data: inputs x (B, T), and targets y, the same chunks one character on."""
+    """batch_size random chunks of the data ("data loader: batches of chunks of data"): inputs x (B, T), and
+    targets y, the same chunks one character on."""
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
     return get_windows(data, starts, block_size)
 
@@ -128,14 +129,14 @@ class Head(nn.Module):
         self.key = nn.Linear(n_embd, head_size, bias=False)
         self.query = nn.Linear(n_embd, head_size, bias=False)
         self.value = nn.Linear(n_embd, head_size, bias=False)
-        self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size)))  # (T, T): not a parameter
+        self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size)))  # a buffer, not a parameter
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
         B, T, C = x.shape  # (B, T, C)
         k = self.key(x)  # (B, T, hs)
         q = self.query(x)  # (B, T, hs)
-        # attention scores ("affinities"), scaled by 1/sqrt(head_size) ("scaled" self-attention)
+        # affinities, scaled by 1/sqrt(head_size): "scaled" self-attention, with the video's fix (head_size, not C)
         wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, hs) @ (B, hs, T) -> (B, T, T)
         wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))  # (B, T, T): the future cannot communicate
         wei = F.softmax(wei, dim=-1)  # (B, T, T): each row sums to 1
