@@ -374,8 +374,10 @@ def draw_attention(model, cfg, chars, dev):
     labels = [{"\n": "⏎", " ": "␣"}.get(chars[i], chars[i]) for i in ids]
     plt = import_pyplot()
     side = max(2.0, 0.12 * T + 0.8)  # inches per heatmap: room for one readable character per row and column
-    fig, axes = plt.subplots(n_layer, n_head, figsize=(n_head * side, n_layer * side + 0.6), squeeze=False,
-                             layout="constrained")
+    width, height = n_head * side, n_layer * side + 0.6
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.1 / width, bottom=0.7 / height, top=1 - 0.8 / height,
+                        wspace=0.2, hspace=0.3)  # fixed margins in inches: a layout engine doubles the drawing time
     for layer, row in enumerate(axes):
         for head, ax in enumerate(row):
             ax.imshow(weights[layer, head].numpy(), cmap="viridis", vmin=0, vmax=1)
@@ -388,7 +390,7 @@ def draw_attention(model, cfg, chars, dev):
     for ax in axes[:, 0]:
         ax.set_ylabel("query: the position attending", fontsize=8)
     fig.suptitle(f"{SCRIPT}.py attention weights on {''.join(chars[i] for i in ids)!r}: row t = what position t "
-                 "takes from each position up to t", fontsize=10)
+                 "takes from each position up to t", fontsize=10, y=1 - 0.2 / height)
     save_figure(fig, cfg["attention_png"])
     print(f"attention weights of {T} characters ({n_layer} layers x {n_head} heads) in {cfg['attention_png']} "
           f"({time.time() - start:.1f} s)")
@@ -479,21 +481,22 @@ def pick_device(requested):
 
 
 # --- same in every script: files ---
-WRITE_PROBLEMS = {
-    errno.ENOSPC: "no space left on the disk; free some space and run again",
-    errno.EDQUOT: "the disk quota is used up; free some space and run again",
-    errno.EACCES: "permission denied; choose a folder you can write to",
-    errno.EPERM: "permission denied; choose a folder you can write to",
-    errno.EROFS: "the file system is read-only; choose a folder you can write to",
-    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
-    errno.EISDIR: "a folder is in the way; choose another path",
-    errno.ENOENT: "its folder does not exist; choose another path",
+WRITE_PROBLEMS = {  # by errno name, so that a code this platform lacks is simply never matched
+    "ENOSPC": "no space left on the disk; free some space and run again",
+    "EDQUOT": "the disk quota is used up; free some space and run again",
+    "EACCES": "permission denied; choose a folder you can write to",
+    "EPERM": "permission denied; choose a folder you can write to",
+    "EROFS": "the file system is read-only; choose a folder you can write to",
+    "ENOTDIR": "a part of the path is a file, not a folder; choose another path",
+    "EISDIR": "a folder is in the way; choose another path",
+    "ENOENT": "its folder does not exist; choose another path",
 }
 
 
 def write_problem(path, error):
     """One line for a failed write: what happened to which path, and what to do."""
-    return f"cannot write {path}: {WRITE_PROBLEMS.get(error.errno, error.strerror or str(error))}"
+    problem = WRITE_PROBLEMS.get(errno.errorcode.get(error.errno, ""), error.strerror or str(error))
+    return f"cannot write {path}: {problem}"
 
 
 def write_file(path, chunks):
@@ -700,8 +703,9 @@ class Run:
                             "--input_file, or start a new run with another --out_dir")
         load_weights(self.model, checkpoint, self.ckpt_path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng_torch"])
-        self.batch_generator.set_state(checkpoint["rng_batches"])
+        if "rng_torch" in checkpoint:  # gpt2.py's older checkpoints have none: it reseeds every step anyway
+            torch.set_rng_state(checkpoint["rng_torch"])
+            self.batch_generator.set_state(checkpoint["rng_batches"])
         self.start_step, self.best_val = checkpoint["step"], checkpoint["best_val_loss"]
         if os.path.exists(self.log_path):  # the rows before the saved step; the run evaluates that step again
             with open(self.log_path, encoding="utf-8") as f:

@@ -302,6 +302,18 @@ def test_training_resumes_from_the_checkpoint_step_and_the_model_samples(tmp_pat
     assert out.split("\n", 1)[1].startswith("First")
 
 
+def test_a_checkpoint_without_random_state_resumes(tmp_path, gpt2_cli):
+    code, _, err = gpt2_cli("--max_iters=10", "--eval_interval=10")
+    assert code == 0, err
+    ckpt_path = tmp_path / "out" / "gpt2" / "ckpt.pt"
+    checkpoint = torch.load(ckpt_path, weights_only=True)
+    del checkpoint["rng_torch"], checkpoint["rng_batches"]  # as gpt2.py's checkpoints had before: it reseeds each step
+    torch.save(checkpoint, ckpt_path)
+    code, out, err = gpt2_cli("--resume", "--max_iters=20", "--eval_interval=10")
+    assert code == 0, err
+    assert "resuming from step 10" in out and eval_lines(out)[-1].startswith("step 20:")
+
+
 class Payload:
     """Not a tensor or a plain Python type: loading it with weights_only=True must fail."""
 
