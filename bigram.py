@@ -193,7 +193,6 @@ def sample_next(logits, temperature, top_k, generator):
         logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
 # --- end ---
 
 
@@ -266,11 +265,11 @@ def print_help(defaults):
         block = f.read().split("\n# hyperparameters\n", 1)[1].split("\n# every name above", 1)[0]
     print(f"usage: python {SCRIPT}.py [--name=value ...]\n\n{__doc__.strip()}\n\nhyperparameters:")
     for line in block.splitlines():
-        name, is_setting, comment = line.partition(" = ")
+        name, is_setting, rest = line.partition(" = ")
         if is_setting:
-            comment = comment.partition("  # ")[2]
-            default = '""' if defaults[name] == "" else defaults[name]
-            print(f"  --{name}={default}".ljust(28) + f" {comment}")
+            value, _, comment = rest.partition("  # ")  # the default as the file writes it: 1e-3, "out/v2", ""
+            value = value.strip('"') if isinstance(defaults[name], str) and defaults[name] else value
+            print(f"  --{name}={value}".ljust(28) + f" {comment}")
         else:
             print(f"{line.removeprefix('# ')}:")
 
@@ -482,7 +481,6 @@ def load_weights(model, checkpoint, path):
         problem = str(error).strip().splitlines()[0].rstrip(":")
         raise UserError(f"{path} does not fit {SCRIPT}.py's model ({problem}); it was saved by another version "
                         "of the script: train again, or use another --out_dir") from None
-
 # --- end ---
 
 

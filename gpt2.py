@@ -402,7 +402,6 @@ def sample_next(logits, temperature, top_k, generator):
         logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
 # --- end ---
 
 
@@ -540,10 +539,9 @@ class StepTimer:
         if self.cfg["time_budget"]:
             self.plan(done, now, first)
         elif first and not self.dev.startswith("cuda") and self.run.master:
-            hours = seconds * (self.cfg["max_iters"] - done) / 3600
-            if hours > 0.25:
-                tqdm.write(f"on {self.dev} a step takes {seconds:.2f} s, so this run needs about {hours:.1f} h. "
-                           f"A recipe that fits a laptop (~10 minutes): python gpt2.py {LAPTOP_RECIPE}")
+            notice = laptop_notice(self.dev, seconds, self.cfg["max_iters"] - done)
+            if notice:
+                tqdm.write(notice)
 
     def plan(self, done, now, first):
         """max_iters such that the steps left, the evaluations among them and the last one end within the budget."""
@@ -556,6 +554,15 @@ class StepTimer:
         self.cfg["max_iters"] = run.bar.total = int(max_iters)
         if first and run.master:
             tqdm.write(f"time budget: {self.seconds_per_step * 1e3:.0f} ms a step, so max_iters = {int(max_iters)}")
+
+
+def laptop_notice(dev, seconds_per_step, steps_left):
+    """On a CPU or MPS, when the run would take over a quarter of an hour: how long, and the laptop recipe."""
+    hours = seconds_per_step * steps_left / 3600
+    if hours > 0.25:
+        return (f"on {dev} a step takes {seconds_per_step:.2f} s, so this run needs about {hours:.1f} h. "
+                f"A recipe that fits a laptop (~10 minutes): python gpt2.py {LAPTOP_RECIPE}")
+    return None
 
 
 def flops_per_token(model):
@@ -769,11 +776,11 @@ def print_help(defaults):
         block = f.read().split("\n# hyperparameters\n", 1)[1].split("\n# every name above", 1)[0]
     print(f"usage: python {SCRIPT}.py [--name=value ...]\n\n{__doc__.strip()}\n\nhyperparameters:")
     for line in block.splitlines():
-        name, is_setting, comment = line.partition(" = ")
+        name, is_setting, rest = line.partition(" = ")
         if is_setting:
-            comment = comment.partition("  # ")[2]
-            default = '""' if defaults[name] == "" else defaults[name]
-            print(f"  --{name}={default}".ljust(28) + f" {comment}")
+            value, _, comment = rest.partition("  # ")  # the default as the file writes it: 1e-3, "out/v2", ""
+            value = value.strip('"') if isinstance(defaults[name], str) and defaults[name] else value
+            print(f"  --{name}={value}".ljust(28) + f" {comment}")
         else:
             print(f"{line.removeprefix('# ')}:")
 
@@ -985,7 +992,6 @@ def load_weights(model, checkpoint, path):
         problem = str(error).strip().splitlines()[0].rstrip(":")
         raise UserError(f"{path} does not fit {SCRIPT}.py's model ({problem}); it was saved by another version "
                         "of the script: train again, or use another --out_dir") from None
-
 # --- end ---
 
 

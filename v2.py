@@ -4,7 +4,7 @@ Adds to bigram.py: position embeddings, masked self-attention in several heads, 
 residual connections and LayerNorm, stacked n_layer times.
 Run:    python v2.py                              (train; the best model is kept in out/v2/)
         python v2.py --sample --prompt="ROMEO:"   (generate from the saved model)    python v2.py --help
-Result: val loss 4.38 -> 1.8011 in 5000 steps, 42 s on 2 CPU cores (2026-11-26).
+Result: val loss 4.40 -> 1.8094 in 5000 steps, 92 s on 2 CPU cores, 2.1x faster than the video's code (2026-11-26).
 """
 
 import errno
@@ -283,7 +283,6 @@ def sample_next(logits, temperature, top_k, generator):
         logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
 # --- end ---
 
 
@@ -433,11 +432,11 @@ def print_help(defaults):
         block = f.read().split("\n# hyperparameters\n", 1)[1].split("\n# every name above", 1)[0]
     print(f"usage: python {SCRIPT}.py [--name=value ...]\n\n{__doc__.strip()}\n\nhyperparameters:")
     for line in block.splitlines():
-        name, is_setting, comment = line.partition(" = ")
+        name, is_setting, rest = line.partition(" = ")
         if is_setting:
-            comment = comment.partition("  # ")[2]
-            default = '""' if defaults[name] == "" else defaults[name]
-            print(f"  --{name}={default}".ljust(28) + f" {comment}")
+            value, _, comment = rest.partition("  # ")  # the default as the file writes it: 1e-3, "out/v2", ""
+            value = value.strip('"') if isinstance(defaults[name], str) and defaults[name] else value
+            print(f"  --{name}={value}".ljust(28) + f" {comment}")
         else:
             print(f"{line.removeprefix('# ')}:")
 
@@ -649,7 +648,6 @@ def load_weights(model, checkpoint, path):
         problem = str(error).strip().splitlines()[0].rstrip(":")
         raise UserError(f"{path} does not fit {SCRIPT}.py's model ({problem}); it was saved by another version "
                         "of the script: train again, or use another --out_dir") from None
-
 # --- end ---
 
 

@@ -329,6 +329,14 @@ def test_checkpoint_that_would_run_code_is_refused_with_one_line(tmp_path, gpt2_
     assert lines[0].startswith("error:") and "refused" in lines[0]
 
 
+def test_a_run_of_hours_on_a_cpu_gets_the_laptop_recipe_and_a_short_one_nothing():
+    notice = gpt2.laptop_notice("cpu", 9.0, 2000)  # about the default model's step on 2 CPU cores
+    assert notice.startswith("on cpu a step takes 9.00 s, so this run needs about 5.0 h.")
+    assert notice.endswith(f"python gpt2.py {gpt2.LAPTOP_RECIPE}")
+    assert "--time_budget=600" in gpt2.LAPTOP_RECIPE
+    assert gpt2.laptop_notice("cpu", 0.1, 5000) is None  # 8 minutes: no notice
+
+
 class StepClock:
     """Stands in for gpt2.py's clock: time passes only during training steps, step_seconds(now) each."""
 

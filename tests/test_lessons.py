@@ -444,9 +444,9 @@ def test_help_lists_every_hyperparameter_with_its_default_and_comment(script, fl
     assert out.startswith(f"usage: python {script}.py [--name=value ...]")
     shown = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --")}
     module = import_script(script)
-    for name, (_, comment) in hyperparameter_lines(script).items():
+    for name, (value, comment) in hyperparameter_lines(script).items():
         default = module.HYPERPARAMETERS[name]
-        option = f"--{name}=" + ('""' if default == "" else str(default))
+        option = f"--{name}=" + (default if isinstance(default, str) and default else value)  # 1e-3, out/v2, ""
         assert option in shown, f"{option} not in --help"
         assert shown[option].endswith(comment)
     assert len(shown) == len(module.HYPERPARAMETERS)
