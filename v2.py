@@ -645,7 +645,9 @@ def load_weights(model, checkpoint, path):
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, KeyError) as error:
-        problem = str(error).strip().splitlines()[0].rstrip(":")
+        lines = str(error).strip().splitlines()  # "Error(s) in loading state_dict ...:", then what does not fit
+        problem = (lines[1] if len(lines) > 1 else lines[0]).strip().rstrip(":.")
+        problem = problem if len(problem) <= 100 else problem[:100] + "..."
         raise UserError(f"{path} does not fit {SCRIPT}.py's model ({problem}); it was saved by another version "
                         "of the script: train again, or use another --out_dir") from None
 # --- end ---
