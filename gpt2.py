@@ -1,11 +1,11 @@
 """Lesson 3: the full GPT-2 architecture (10.8M parameters) and the recipe that trains it fast.
 
 Adds to v2.py: every head in one matmul and one fused kernel, GPT-2's modules, initialisation and weight tying,
-AdamW with weight decay, warmup and cosine decay, clipping, accumulation, bf16 and torch.compile on CUDA, a
-key/value cache for sampling, texts of any size, many GPUs (torchrun), and --time_budget for a laptop.
+AdamW with weight decay, warmup and cosine decay, clipping, accumulation, bf16 or float16 (as the GPU allows) and
+torch.compile on CUDA, a key/value cache, texts of any size, finetuning (--init_from), many GPUs, --time_budget.
 Run:    python gpt2.py    python gpt2.py --sample --prompt="ROMEO:"    python gpt2.py --help
         torchrun --standalone --nproc_per_node=8 gpt2.py --grad_accum_steps=8 --batch_size=8
-Result: val loss 1.4457 on one H100, under 1.47 after 55 s; laptop recipe: 1.5014 in 590 s on 2 CPU cores (2026-11-26).
+Result: val loss 1.4489 on one H200, under 1.47 after 55 s (2026-11-28); laptop recipe: 1.5014 in 590 s, 2 CPU cores.
 """
 
 import errno
@@ -49,7 +49,8 @@ beta2 = 0.99  # AdamW momentum of the squared gradient
 grad_clip = 1.0  # clip the gradient's global norm to this (0: no clipping)
 grad_accum_steps = 1  # micro-batches per step: the global batch is batch_size * grad_accum_steps sequences
 time_budget = 0  # seconds of training: >0 plans max_iters from the measured step time and ends in time (0: off)
-compile = True  # torch.compile the model (CUDA only)
+compile = True  # torch.compile the model (CUDA with compute capability 7.0 or above, and triton)
+dtype = "auto"  # training precision: auto (bfloat16 or float16 as the GPU allows), bfloat16, float16 or float32
 # evaluation
 eval_train_windows = 512  # train windows scored at each evaluation (val scores its whole split)
 max_val_windows = 8192  # cap on val windows per evaluation, for large texts (tiny Shakespeare has 435)
@@ -64,6 +65,7 @@ kv_cache = True  # sample with a key/value cache (False: recompute the whole con
 # what to run, on what, and where
 sample = False  # --sample: generate from the saved model instead of training
 resume = False  # --resume: continue training from the checkpoint in out_dir
+init_from = ""  # finetune: a new run starts from the model saved in this folder (its weights and vocabulary)
 input_file = "input.txt"  # training text (any UTF-8 file); tiny Shakespeare is downloaded if missing
 out_dir = "out/gpt2"  # where the best model and the loss log are written
 device = ""  # cuda, mps or cpu; empty picks cuda, then mps, then cpu
@@ -74,13 +76,14 @@ HYPERPARAMETERS = {k: v for k, v in globals().items() if type(v) in (bool, int, 
 
 
 # the data ("reading and exploring the data", "tokenization, train/val split")
-def load_data(cfg):
-    """The vocabulary (chars, stoi, itos) and the train and val data.
+def load_data(cfg, vocab=None):
+    """The vocabulary (chars, stoi, itos) and the train and val data. The vocabulary is the text's own characters,
+    or vocab, a saved model's, when finetuning it (--init_from): the text may only use characters it has.
 
     differs from the video: the text is encoded once into a token file that np.memmap reads (load_tokens,
     below the ruler), so that a text of any size trains without being held in memory.
     """
-    chars, data = load_tokens_once(cfg["input_file"], cfg["out_dir"])  # under torchrun, rank 0 writes the file
+    chars, data = load_tokens_once(cfg["input_file"], cfg["out_dir"], vocab)  # under torchrun, rank 0 writes it
     vocab_size = len(chars)
     check_text(cfg["input_file"], len(data), vocab_size, cfg["block_size"])
     stoi = {ch: i for i, ch in enumerate(chars)}  # string to integer
@@ -175,13 +178,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = contiguous_on_mps(q, k, v)  # MPS's attention kernel misreads transposed views (see below the ruler)
         p = self.attn_dropout if self.training else 0.0
         if cache is None or cache.length == 0:  # training, or filling an empty cache: plain causal attention
             if cache is not None:
                 cache.update(layer, k, v)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
         else:  # new positions attend to every cached position and causally among themselves
-            k, v = cache.update(layer, k, v)  # (B, nh, S, hs): S = cached positions + T
+            k, v = contiguous_on_mps(*cache.update(layer, k, v))  # (B, nh, S, hs): S = cached positions + T
             S = k.size(2)
             if T == 1:
                 mask = None  # one new position sees every cached one
@@ -276,7 +280,7 @@ class GPT(nn.Module):
                 # (re)fill the cache. Positions are learned, so once the window is full every token's
                 # position shifts and no cached key stays exact: keep the last half of the window,
                 # recompute its keys and values, and continue from there.
-                keep = block_size if cache is None else block_size // 2
+                keep = block_size if cache is None else max(1, block_size // 2)
                 cache = KVCache(self.config, idx.size(0), idx.device, self.transformer.wte.weight.dtype)
                 logits, _ = self(idx[:, -keep:], cache=cache)  # (B, T, V)
             else:
@@ -325,11 +329,12 @@ def get_lr(step, cfg):
     return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg["learning_rate"] - cfg["min_lr"])
 
 
-def forward_backward(model, micro_batches, autocast, ddp=False):
+def forward_backward(model, micro_batches, autocast, scaler, ddp=False):
     """Accumulate the gradient of the mean loss over micro-batches; return that mean loss.
 
-    micro_batches yields (seed, x, y); each micro-batch's dropout is seeded by its own seed. Under
-    DistributedDataParallel the gradients are averaged across processes on the last micro-batch only.
+    micro_batches yields (seed, x, y); each micro-batch's dropout is seeded by its own seed. In float16 the
+    scaler multiplies the loss before backward (a no-op otherwise). Under DistributedDataParallel the
+    gradients are averaged across processes on the last micro-batch only.
     """
     micro_batches = list(micro_batches)
     total = 0.0
@@ -338,25 +343,30 @@ def forward_backward(model, micro_batches, autocast, ddp=False):
         last = i == len(micro_batches) - 1
         with (model.no_sync() if ddp and not last else nullcontext()), autocast:
             _, loss = model(x, y)
-        (loss / len(micro_batches)).backward()
+        scaler.scale(loss / len(micro_batches)).backward()
         total += loss.detach()
     return total / len(micro_batches)
 
 
 # the training loop
-def train(cfg, dev, checkpoint=None, rank=0, world_size=1):
-    """Data, GPT-2 and AdamW; then each step: a learning rate, evaluation, micro-batches, clipping, an update."""
+def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None):
+    """Data, GPT-2 and AdamW; then each step: a learning rate, evaluation, micro-batches, clipping, an update.
+    checkpoint: the run to resume (--resume); pretrained: the model a new run starts from (--init_from)."""
     master = rank == 0  # rank 0 alone prints, evaluates, saves and samples
-    chars, stoi, itos, train_data, val_data = load_data(cfg)
-    autocast = set_precision(dev)  # bf16 autocast and TF32 matmuls on CUDA, float32 elsewhere
+    precision = choose_precision(cfg["dtype"], dev)  # auto: bf16 from compute capability 8.0, float16 on 7.x
+    vocab = (checkpoint or pretrained)["chars"] if cfg["init_from"] else None  # finetuning: the model's vocabulary
+    chars, stoi, itos, train_data, val_data = load_data(cfg, vocab)
+    autocast, scaler = set_precision(precision, dev, master)  # float16 needs a gradient scaler, the others none
     torch.manual_seed(cfg["seed"])
     raw_model = build_model(cfg, len(chars)).to(dev)
+    if pretrained is not None:  # finetuning: the pretrained weights; the optimizer and the schedule start afresh
+        load_weights(raw_model, pretrained, os.path.join(cfg["init_from"], "ckpt.pt"))
     if master:
         print(f"{sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters")
     optimizer = configure_optimizer(raw_model, cfg, fused=not dev.startswith("mps"))
-    run = Run(cfg, dev, raw_model, optimizer, chars, train_data, val_data, checkpoint, master)  # resume, save, log
+    run = Run(cfg, dev, raw_model, optimizer, chars, train_data, val_data, checkpoint, master, scaler)  # resume, save
     model = wrap_model(raw_model, cfg, dev, rank, world_size)  # torch.compile on CUDA; DDP under torchrun
-    timer = StepTimer(cfg, dev, run, world_size)  # tokens/s and MFU, --time_budget, the laptop notice
+    timer = StepTimer(cfg, dev, run, world_size, scaler)  # tokens/s, MFU, skipped steps, --time_budget
     step = run.start_step
     with run:
         while True:
@@ -369,12 +379,14 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batches = micro_batches(train_data, cfg, step, rank, world_size, dev)  # this process's share of the batch
-            loss = forward_backward(model, batches, autocast, ddp=world_size > 1)  # gradients of the mean loss
+            loss = forward_backward(model, batches, autocast, scaler, ddp=world_size > 1)  # gradients of the mean loss
+            scaler.unscale_(optimizer)  # float16: the true gradients again, so that clipping sees their true norm
             norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"] or float("inf"))
-            optimizer.step()
+            scaler.step(optimizer)  # optimizer.step(); in float16 skipped when a gradient overflowed to inf or nan
+            scaler.update()  # float16: halve the scale after an overflow, double it after 2000 steps without one
             optimizer.zero_grad(set_to_none=True)
             run.stepped(step, loss, lr=lr, norm=norm)  # the progress bar: loss, learning rate, gradient norm
-            timer.stepped(step)
+            timer.stepped(step, norm)
             step += 1
     run.finished()  # how long it took, and the plot of the losses
     if master:
@@ -383,7 +395,7 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1):
 
 # generation: continue a prompt, one sampled character at a time (with a key/value cache)
 def generate_text(model, cfg, stoi, itos, dev):
-    generator = torch.Generator(dev).manual_seed(cfg["seed"])
+    generator = torch.Generator(sampling_device(dev)).manual_seed(cfg["seed"])
     context = torch.tensor([prompt_ids(cfg["prompt"], stoi)], dtype=torch.long, device=dev)  # (1, T)
     model.eval()
     out = model.generate(context, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"], generator,
@@ -401,7 +413,8 @@ def sample_next(logits, temperature, top_k, generator):
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k): top_k is clamped to the vocabulary
         logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    idx_next = torch.multinomial(probs.to(sampling_device(probs.device)), num_samples=1, generator=generator)  # (B, 1)
+    return idx_next.to(logits.device)  # (B, 1): drawn on the CPU when the model is on MPS (see sampling_device)
 # --- end ---
 
 
@@ -416,12 +429,17 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tens
 def main(argv):
     overrides = parse_command_line(argv, HYPERPARAMETERS)
     cfg = {**HYPERPARAMETERS, **overrides}
-    checkpoint = None
+    checkpoint = pretrained = None
+    if (cfg["sample"] or cfg["resume"]) and overrides.get("init_from"):
+        raise UserError("--init_from starts a new run from a saved model, so it cannot go with --resume or --sample; "
+                        "a finetuning run resumes and samples with its own --out_dir")
     if cfg["sample"] or cfg["resume"]:  # the saved model's settings: see saved_settings
         checkpoint = load_checkpoint(cfg["out_dir"], SCRIPT)
         cfg = saved_settings(cfg, overrides, checkpoint)
         if "time_budget" not in overrides:
             cfg["time_budget"] = 0  # a resumed run keeps the max_iters its budget had planned
+    elif cfg["init_from"]:
+        cfg, pretrained = load_pretrained(cfg, overrides)
     check_config(cfg)
     dev = pick_device(cfg["device"])
     if cfg["sample"]:
@@ -440,12 +458,27 @@ def main(argv):
                             f"processes ({world_size}), so that the global batch stays the same")
         if rank == 0:
             print(f"using device: {dev}" + (f" ({world_size} processes)" if world_size > 1 else ""))
-        train(cfg, dev, checkpoint, rank, world_size)
+        train(cfg, dev, checkpoint, rank, world_size, pretrained)
         if world_size > 1:
             dist.barrier()  # leave together: a process that tears down while another still works can abort
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def load_pretrained(cfg, overrides):
+    """--init_from: (the settings, the checkpoint) of a new run that starts from a saved model. Its model's shape is
+    the saved one, as with --resume; everything else is this run's. Its folder must not be out_dir, so that the
+    pretrained model is never overwritten."""
+    source = cfg["init_from"]
+    if os.path.realpath(source) == os.path.realpath(cfg["out_dir"]):
+        raise UserError(f"--out_dir={cfg['out_dir']} is the folder of --init_from: the new run would overwrite the "
+                        "pretrained model; choose another --out_dir")
+    try:
+        pretrained = load_checkpoint(source, SCRIPT)
+    except UserError as error:
+        raise UserError(f"--init_from={source}: {error}") from None
+    return {**cfg, **saved_model_settings(overrides, pretrained["config"], source)}, pretrained
 
 
 def setup_distributed(dev):
@@ -460,28 +493,96 @@ def setup_distributed(dev):
     return rank, world_size, dev
 
 
-def set_precision(dev):
-    """On CUDA: TF32 matmuls, and a bf16 autocast context when the GPU has bf16; float32 elsewhere."""
-    if not dev.startswith("cuda"):
-        return nullcontext()
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    return torch.autocast("cuda", dtype=torch.bfloat16) if torch.cuda.is_bf16_supported() else nullcontext()
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+PRECISION_NAMES = {"bfloat16": "bf16 autocast", "float16": "float16 autocast + gradient scaler", "float32": "float32"}
+
+
+def choose_precision(requested, dev):
+    """(dtype, why): the precision to train in, from --dtype and what the device reports.
+
+    auto: bf16 from compute capability 8.0 (A100, RTX 30xx and later); float16 with a gradient scaler on 7.x
+    (V100, Colab's T4, RTX 20xx, GTX 16xx), which have fast float16 but emulate bf16, slowly, and whose
+    compiled bf16 kernels fail to build (Triton needs sm_80 for bf16); float32 below 7.0, on MPS and on the CPU.
+    torch.cuda.is_bf16_supported() is not asked: it also says yes where bf16 is only emulated.
+    An explicit dtype is used on any device that runs it, the CPU included; any other is a UserError.
+    """
+    if requested not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {requested!r}")
+    kind = torch.device(dev).type
+    if kind == "cuda":
+        major, minor = torch.cuda.get_device_capability(dev)
+        where = f"compute capability {major}.{minor}"
+        runs = ("bfloat16", "float16", "float32") if major >= 8 else ("float16", "float32")
+        if major >= 8:
+            auto = ("bfloat16", f"{where} has bf16")
+        elif major == 7:
+            auto = ("float16", f"{where} has no bf16")
+        else:
+            auto = ("float32", f"{where} has no float16 tensor cores")
+    else:
+        where = kind
+        runs = ("float32",) if kind == "mps" else ("bfloat16", "float16", "float32")  # MPS: see contiguous_on_mps
+        auto = ("float32", f"auto trains in float32 on {kind}")
+    if requested == "auto":
+        return auto
+    if requested not in runs:
+        raise UserError(f"--dtype={requested} cannot train on this device ({where}); it can use "
+                        f"{', '.join(runs)}, or leave --dtype out (auto picks {auto[0]})")
+    return requested, f"--dtype={requested}"
+
+
+def set_precision(precision, dev, master=True):
+    """TF32 matmuls on CUDA; the autocast context of the chosen dtype (float32: none); a gradient scaler that is
+    on for float16 only (its smallest numbers are about 6e-8, so small gradients would round to 0: the loss is
+    multiplied before backward and the gradients divided back). Prints the choice and why."""
+    dtype, why = precision
+    kind = torch.device(dev).type
+    if kind == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    autocast = nullcontext() if dtype == "float32" else torch.autocast(kind, dtype=getattr(torch, dtype))
+    if master:
+        print(f"precision: {PRECISION_NAMES[dtype]} ({why})")
+    return autocast, torch.amp.GradScaler(kind, enabled=dtype == "float16")
+
+
+def choose_compile(requested, dev):
+    """(use torch.compile, why): on CUDA only, from compute capability 7.0 (Triton's minimum), with triton installed."""
+    if not requested:
+        return False, "--compile=False"
+    if torch.device(dev).type != "cuda":
+        return False, f"not on CUDA: {torch.device(dev).type} runs the model as written"
+    major, minor = torch.cuda.get_device_capability(dev)
+    if major < 7:
+        return False, f"compute capability {major}.{minor} is below the 7.0 that Triton needs"
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton is not installed"
+    return True, f"compute capability {major}.{minor}, triton"
+
+
+def contiguous_on_mps(*tensors):
+    """The tensors, laid out in memory order on MPS; elsewhere as they are (the CUDA and CPU kernels read any layout).
+
+    On Apple Silicon, F.scaled_dot_product_attention returned wrong values, silently, for transposed q, k, v with
+    head_size 64 or more, as the default model has (PyTorch issues 181133 and 163597). MPS also trains in float32
+    only (choose_precision): in float16 and bfloat16 its causal attention let positions see the future (issue
+    195910), and autocast and the gradient scaler reached MPS only in recent torch versions."""
+    if tensors[0].device.type == "mps":
+        return tuple(t.contiguous() for t in tensors)
+    return tensors
 
 
 def wrap_model(raw_model, cfg, dev, rank, world_size):
-    """torch.compile on CUDA (never on MPS or the CPU), DistributedDataParallel under torchrun; says which."""
-    cuda = dev.startswith("cuda")
-    use_compile = cfg["compile"] and cuda and importlib.util.find_spec("triton") is not None
+    """torch.compile where it can work (choose_compile), DistributedDataParallel under torchrun; says which."""
+    use_compile, why = choose_compile(cfg["compile"], dev)
     model = torch.compile(raw_model) if use_compile else raw_model
     if world_size > 1:
-        model = DDP(model, device_ids=[torch.cuda.current_device()] if cuda else None)
+        model = DDP(model, device_ids=[torch.cuda.current_device()] if dev.startswith("cuda") else None)
     if rank == 0:
         tokens = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum_steps"]
-        precision = "bf16 autocast" if cuda and torch.cuda.is_bf16_supported() else "float32"
         print(f"global batch: {tokens:,} tokens per step ({world_size} process(es) x "
               f"{cfg['grad_accum_steps'] // world_size} micro-batch(es) x {cfg['batch_size']} x {cfg['block_size']}); "
-              f"compile: {use_compile}; {precision}")
+              f"compile: {'on' if use_compile else 'off'} ({why})")
     return model
 
 
@@ -509,18 +610,22 @@ def micro_batches(data, cfg, step, rank, world_size, dev):
 
 class StepTimer:
     """Times the training steps (evaluations left out), over 2 steps after the first, then every log_interval:
-    shows tokens/s and MFU on the progress bar; with --time_budget, plans max_iters from the step time measured
-    so far, again at every measurement, so that a run on a machine that slows down still ends in time; without
-    one, on a CPU or MPS, says once when the run would take hours, and gives the laptop recipe."""
+    shows tokens/s and MFU on the progress bar, and in float16 the steps the scaler skipped; with --time_budget,
+    plans max_iters from the step time measured so far, again at every measurement, so that a run on a machine
+    that slows down still ends in time; without one, on a CPU or MPS, says once when the run would take hours,
+    and gives the laptop recipe."""
 
-    def __init__(self, cfg, dev, run, world_size):
-        self.cfg, self.dev, self.run, self.world_size = cfg, dev, run, world_size
+    def __init__(self, cfg, dev, run, world_size, scaler):
+        self.cfg, self.dev, self.run, self.world_size, self.scaler = cfg, dev, run, world_size, scaler
         self.tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum_steps"]
         self.flops, self.peak = flops_per_token(run.model), peak_flops(dev)
         self.seconds_per_step = None  # a moving average of the measured step times
         self.mark = None  # (time, seconds spent evaluating, steps done) where the current measurement started
+        self.skipped = torch.zeros((), dtype=torch.long, device=dev)  # counted on the device: no wait per step
 
-    def stepped(self, step):
+    def stepped(self, step, norm):
+        if self.scaler.is_enabled():  # a gradient that overflowed: the scaler skipped this step's update
+            self.skipped += (~torch.isfinite(norm)).long()
         now, evaluating, done = time.time(), self.run.eval_seconds, step + 1
         if self.mark is None:  # the first step compiles the model: measure from its end
             self.mark = (now, evaluating, done)
@@ -532,6 +637,8 @@ class StepTimer:
         first = self.seconds_per_step is None
         self.seconds_per_step = seconds if first else 0.8 * self.seconds_per_step + 0.2 * seconds
         self.mark = (now, evaluating, done)
+        if self.scaler.is_enabled() and int(self.skipped):
+            self.run.postfix["skipped"] = int(self.skipped)
         tokens_per_second = self.tokens_per_step / seconds
         self.run.postfix["tok/s"] = f"{tokens_per_second:,.0f}"
         if self.peak:  # model FLOPs utilisation: the share of the GPU's peak that the model's arithmetic uses
@@ -580,21 +687,21 @@ def peak_flops(dev):
     return None
 
 
-def load_tokens_once(path, out_dir):
+def load_tokens_once(path, out_dir, vocab=None):
     """load_tokens; under torchrun rank 0 writes the token file first, and its error stops every process."""
     if not dist.is_initialized():
-        return load_tokens(path, out_dir)
+        return load_tokens(path, out_dir, vocab=vocab)
     failure = None
     if dist.get_rank() == 0:
         try:
-            load_tokens(path, out_dir)
+            load_tokens(path, out_dir, vocab=vocab)
         except UserError as error:
             failure = str(error)
     message = [failure]
     dist.broadcast_object_list(message, src=0)  # so that every process stops with rank 0's error
     if message[0]:
         raise UserError(message[0])
-    return load_tokens(path, out_dir)
+    return load_tokens(path, out_dir, vocab=vocab)
 
 
 def token_cache_paths(path, out_dir):
@@ -604,13 +711,14 @@ def token_cache_paths(path, out_dir):
     return base + ".tokens.bin", base + ".tokens.json"
 
 
-def load_tokens(path, out_dir, chunk_chars=1 << 22):
+def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
     """Vocabulary and token ids of a text of any size, without holding the text in memory.
 
     The first run streams the text twice (once for the vocabulary, once to encode it) into a flat
     binary token file, one byte per character when the vocabulary fits (else two); later runs map
     that file with np.memmap, so only the windows a batch needs are read. The file is rebuilt when
-    the text's size or modification time changes.
+    the text's size or modification time changes, or when it was encoded with another vocabulary:
+    the text's own, or vocab, a saved model's (--init_from).
     """
     check_input_file(path)
     bin_path, meta_path = token_cache_paths(path, out_dir)
@@ -619,18 +727,19 @@ def load_tokens(path, out_dir, chunk_chars=1 << 22):
     try:  # the token file is reused when its description matches the text and the file has every token
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
-        usable = meta["source"] == source and os.path.getsize(bin_path) == meta["n_tokens"] * np.dtype(
-            meta["dtype"]).itemsize
+        usable = meta["source"] == source and meta["chars"] == (vocab or meta["text_chars"]) and os.path.getsize(
+            bin_path) == meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize
     except (OSError, ValueError, KeyError, TypeError):
         usable = False
     if not usable:
-        meta = encode_to_file(path, bin_path, meta_path, source, chunk_chars)
+        meta = encode_to_file(path, bin_path, meta_path, source, chunk_chars, vocab)
     data = np.memmap(bin_path, dtype=meta["dtype"], mode="r") if meta["n_tokens"] else np.zeros(0, np.uint8)
     return meta["chars"], data
 
 
-def encode_to_file(path, bin_path, meta_path, source, chunk_chars):
-    """Stream the text into the token file, then its description; each written atomically (write_file)."""
+def encode_to_file(path, bin_path, meta_path, source, chunk_chars, vocab=None):
+    """Stream the text into the token file, then its description; each written atomically (write_file).
+    vocab: a saved model's characters, sorted, to encode with instead of the text's own."""
     print(f"encoding {path} into {bin_path}")
     try:
         chars = set()
@@ -639,7 +748,12 @@ def encode_to_file(path, bin_path, meta_path, source, chunk_chars):
                 chars.update(chunk)
     except UnicodeDecodeError as error:
         raise UserError(f"input file {path} is not UTF-8 text ({error.reason}); convert it to UTF-8 first") from None
-    chars = sorted(chars)
+    text_chars = sorted(chars)
+    missing = sorted(set(text_chars) - set(vocab or text_chars))
+    if missing:
+        raise UserError(f"{path} has {len(missing)} character(s) that the model of --init_from has never seen: "
+                        f"{''.join(missing)!r}; finetune on a text without them, or pretrain on one that has them")
+    chars = sorted(vocab or text_chars)
     if len(chars) > 65535:
         raise UserError(f"{path} has {len(chars)} distinct characters; at most 65535 are supported")
     dtype = "uint8" if len(chars) <= 256 else "uint16"
@@ -653,7 +767,8 @@ def encode_to_file(path, bin_path, meta_path, source, chunk_chars):
 
     write_file(bin_path, token_chunks())
     n_tokens = os.path.getsize(bin_path) // np.dtype(dtype).itemsize
-    meta = {"source": source, "chars": "".join(chars), "dtype": dtype, "n_tokens": n_tokens}
+    meta = {"source": source, "chars": "".join(chars), "text_chars": "".join(text_chars), "dtype": dtype,
+            "n_tokens": n_tokens}
     write_file(meta_path, [json.dumps(meta).encode()])
     return meta
 
@@ -820,6 +935,13 @@ def pick_device(requested):
         raise UserError(f"--device={requested} was asked for but this machine has no {requested}; "
                         "use --device=cpu or leave --device out to pick the best one available")
     return requested
+
+
+def sampling_device(device):
+    """Where torch.multinomial draws the next token: on the CPU for MPS, whose multinomial has had bugs that give
+    a token of probability 0, e.g. one top_k has excluded (PyTorch issues 192577, 136623), or crash (178579)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
 # --- end ---
 
 
@@ -970,18 +1092,24 @@ def saved_settings(cfg, overrides, checkpoint):
     on the command line is an error naming both. --resume takes the saved run's other settings too, then the
     command line's; --sample takes only the model's from the checkpoint."""
     saved = checkpoint["config"]
-    for name in MODEL_KEYS:
-        if name in overrides and overrides[name] != saved[name]:
-            raise UserError(f"--{name}={overrides[name]} does not match the saved model ({name}={saved[name]} "
-                            f"in {cfg['out_dir']}); leave --{name} out to use the saved model, or train a new one "
-                            "with another --out_dir")
+    model_settings = saved_model_settings(overrides, saved, cfg["out_dir"])
     if cfg["sample"]:
-        return {**cfg, **{name: saved[name] for name in MODEL_KEYS}}
+        return {**cfg, **model_settings}
     cfg = {**HYPERPARAMETERS, **saved, **overrides}
     if cfg["max_iters"] < checkpoint["step"]:
         raise UserError(f"--max_iters={cfg['max_iters']} is before the saved step {checkpoint['step']}; "
                         "resume with a larger --max_iters")
     return cfg
+
+
+def saved_model_settings(overrides, saved, folder):
+    """The settings the saved model was built with (MODEL_KEYS); a different value given is an error naming both."""
+    for name in MODEL_KEYS:
+        if name in overrides and overrides[name] != saved[name]:
+            raise UserError(f"--{name}={overrides[name]} does not match the saved model ({name}={saved[name]} "
+                            f"in {folder}); leave --{name} out to use the saved model, or train a new one "
+                            "with another --out_dir")
+    return {name: saved[name] for name in MODEL_KEYS}
 
 
 def load_weights(model, checkpoint, path):
@@ -1023,8 +1151,10 @@ class Run:
     """What a training run does besides training, so that the loop shows the lesson: resuming, the evaluation
     windows, keeping the best model, the loss log, the progress bar, the timing, and stopping cleanly."""
 
-    def __init__(self, cfg, dev, model, optimizer, chars, train_data, val_data, checkpoint=None, master=True):
+    def __init__(self, cfg, dev, model, optimizer, chars, train_data, val_data, checkpoint=None, master=True,
+                 scaler=None):
         self.cfg, self.model, self.optimizer, self.chars, self.master = cfg, model, optimizer, "".join(chars), master
+        self.scaler = scaler  # gpt2.py's gradient scaler (float16): saved and restored with the optimizer
         self.ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
         self.log_path = os.path.join(cfg["out_dir"], "losses.csv")
         self.eval_sets = {split: tuple(t.to(dev) for t in windows) for split, windows in (
@@ -1041,12 +1171,14 @@ class Run:
                         disable=not master)
 
     def restore(self, checkpoint):
-        """Continue from the checkpoint: its weights, optimizer state, random state, step and loss log."""
+        """Continue from the checkpoint: its weights, optimizer (and scaler) state, random state, step and loss log."""
         if checkpoint["chars"] != self.chars:
             raise UserError(f"{self.ckpt_path} was trained on a text with another vocabulary; resume with the same "
                             "--input_file, or start a new run with another --out_dir")
         load_weights(self.model, checkpoint, self.ckpt_path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scaler is not None and checkpoint.get("scaler"):  # none before float16 runs were saved with it
+            self.scaler.load_state_dict(checkpoint["scaler"])  # (a no-op when this run does not use float16)
         if "rng_torch" in checkpoint:  # gpt2.py's older checkpoints have none: it reseeds every step anyway
             torch.set_rng_state(checkpoint["rng_torch"])
             self.batch_generator.set_state(checkpoint["rng_batches"])
@@ -1076,6 +1208,7 @@ class Run:
                 "script": SCRIPT, "config": self.cfg, "chars": self.chars, "step": step, "best_val_loss": self.best_val,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rng_torch": torch.get_rng_state(), "rng_batches": self.batch_generator.get_state(),
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             }, self.ckpt_path)
         self.t_last = time.time()
 
@@ -1102,9 +1235,9 @@ class Run:
                 print(f"\ninterrupted at step {self.step}; the best model so far is in {self.ckpt_path}; "
                       f"continue with: python {SCRIPT}.py --resume", file=sys.stderr)
             sys.exit(130)
-        if kind is torch.cuda.OutOfMemoryError:
+        if out_of_memory(error):
             more = " with more --grad_accum_steps (the same global batch)" if "grad_accum_steps" in self.cfg else ""
-            raise UserError(f"CUDA ran out of memory with --batch_size={self.cfg['batch_size']}; "
+            raise UserError(f"{out_of_memory(error)} ran out of memory with --batch_size={self.cfg['batch_size']}; "
                             f"try a smaller --batch_size{more}") from None
 
     def finished(self):
@@ -1113,6 +1246,15 @@ class Run:
             print(f"training took {time.time() - self.t_start:.1f} s ({self.eval_seconds:.1f} s of it evaluating); "
                   f"best val loss {self.best_val:.4f}, saved in {self.ckpt_path}")
             plot_losses(self.log_rows, self.log_path, f"{SCRIPT}.py on {self.cfg['input_file']}")
+
+
+def out_of_memory(error):
+    """'CUDA' or 'MPS' when the error is that device running out of memory (MPS raises a plain RuntimeError)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return "CUDA"
+    if isinstance(error, RuntimeError) and "MPS backend out of memory" in str(error):
+        return "MPS"
+    return None
 
 
 def eval_windows(data, block_size, max_windows):

@@ -265,7 +265,7 @@ def train(cfg, dev, checkpoint=None):
 
 # generation: continue a prompt, one sampled character at a time
 def generate_text(model, cfg, stoi, itos, dev):
-    generator = torch.Generator(dev).manual_seed(cfg["seed"])
+    generator = torch.Generator(sampling_device(dev)).manual_seed(cfg["seed"])
     context = torch.tensor([prompt_ids(cfg["prompt"], stoi)], dtype=torch.long, device=dev)  # (1, T)
     model.eval()
     out = model.generate(context, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"], generator)  # (1, T+new)
@@ -282,7 +282,8 @@ def sample_next(logits, temperature, top_k, generator):
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k): top_k is clamped to the vocabulary
         logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    idx_next = torch.multinomial(probs.to(sampling_device(probs.device)), num_samples=1, generator=generator)  # (B, 1)
+    return idx_next.to(logits.device)  # (B, 1): drawn on the CPU when the model is on MPS (see sampling_device)
 # --- end ---
 
 
@@ -476,6 +477,13 @@ def pick_device(requested):
         raise UserError(f"--device={requested} was asked for but this machine has no {requested}; "
                         "use --device=cpu or leave --device out to pick the best one available")
     return requested
+
+
+def sampling_device(device):
+    """Where torch.multinomial draws the next token: on the CPU for MPS, whose multinomial has had bugs that give
+    a token of probability 0, e.g. one top_k has excluded (PyTorch issues 192577, 136623), or crash (178579)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
 # --- end ---
 
 
@@ -626,18 +634,24 @@ def saved_settings(cfg, overrides, checkpoint):
     on the command line is an error naming both. --resume takes the saved run's other settings too, then the
     command line's; --sample takes only the model's from the checkpoint."""
     saved = checkpoint["config"]
-    for name in MODEL_KEYS:
-        if name in overrides and overrides[name] != saved[name]:
-            raise UserError(f"--{name}={overrides[name]} does not match the saved model ({name}={saved[name]} "
-                            f"in {cfg['out_dir']}); leave --{name} out to use the saved model, or train a new one "
-                            "with another --out_dir")
+    model_settings = saved_model_settings(overrides, saved, cfg["out_dir"])
     if cfg["sample"]:
-        return {**cfg, **{name: saved[name] for name in MODEL_KEYS}}
+        return {**cfg, **model_settings}
     cfg = {**HYPERPARAMETERS, **saved, **overrides}
     if cfg["max_iters"] < checkpoint["step"]:
         raise UserError(f"--max_iters={cfg['max_iters']} is before the saved step {checkpoint['step']}; "
                         "resume with a larger --max_iters")
     return cfg
+
+
+def saved_model_settings(overrides, saved, folder):
+    """The settings the saved model was built with (MODEL_KEYS); a different value given is an error naming both."""
+    for name in MODEL_KEYS:
+        if name in overrides and overrides[name] != saved[name]:
+            raise UserError(f"--{name}={overrides[name]} does not match the saved model ({name}={saved[name]} "
+                            f"in {folder}); leave --{name} out to use the saved model, or train a new one "
+                            "with another --out_dir")
+    return {name: saved[name] for name in MODEL_KEYS}
 
 
 def load_weights(model, checkpoint, path):
@@ -679,8 +693,10 @@ class Run:
     """What a training run does besides training, so that the loop shows the lesson: resuming, the evaluation
     windows, keeping the best model, the loss log, the progress bar, the timing, and stopping cleanly."""
 
-    def __init__(self, cfg, dev, model, optimizer, chars, train_data, val_data, checkpoint=None, master=True):
+    def __init__(self, cfg, dev, model, optimizer, chars, train_data, val_data, checkpoint=None, master=True,
+                 scaler=None):
         self.cfg, self.model, self.optimizer, self.chars, self.master = cfg, model, optimizer, "".join(chars), master
+        self.scaler = scaler  # gpt2.py's gradient scaler (float16): saved and restored with the optimizer
         self.ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
         self.log_path = os.path.join(cfg["out_dir"], "losses.csv")
         self.eval_sets = {split: tuple(t.to(dev) for t in windows) for split, windows in (
@@ -697,12 +713,14 @@ class Run:
                         disable=not master)
 
     def restore(self, checkpoint):
-        """Continue from the checkpoint: its weights, optimizer state, random state, step and loss log."""
+        """Continue from the checkpoint: its weights, optimizer (and scaler) state, random state, step and loss log."""
         if checkpoint["chars"] != self.chars:
             raise UserError(f"{self.ckpt_path} was trained on a text with another vocabulary; resume with the same "
                             "--input_file, or start a new run with another --out_dir")
         load_weights(self.model, checkpoint, self.ckpt_path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scaler is not None and checkpoint.get("scaler"):  # none before float16 runs were saved with it
+            self.scaler.load_state_dict(checkpoint["scaler"])  # (a no-op when this run does not use float16)
         if "rng_torch" in checkpoint:  # gpt2.py's older checkpoints have none: it reseeds every step anyway
             torch.set_rng_state(checkpoint["rng_torch"])
             self.batch_generator.set_state(checkpoint["rng_batches"])
@@ -732,6 +750,7 @@ class Run:
                 "script": SCRIPT, "config": self.cfg, "chars": self.chars, "step": step, "best_val_loss": self.best_val,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rng_torch": torch.get_rng_state(), "rng_batches": self.batch_generator.get_state(),
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             }, self.ckpt_path)
         self.t_last = time.time()
 
@@ -758,9 +777,9 @@ class Run:
                 print(f"\ninterrupted at step {self.step}; the best model so far is in {self.ckpt_path}; "
                       f"continue with: python {SCRIPT}.py --resume", file=sys.stderr)
             sys.exit(130)
-        if kind is torch.cuda.OutOfMemoryError:
+        if out_of_memory(error):
             more = " with more --grad_accum_steps (the same global batch)" if "grad_accum_steps" in self.cfg else ""
-            raise UserError(f"CUDA ran out of memory with --batch_size={self.cfg['batch_size']}; "
+            raise UserError(f"{out_of_memory(error)} ran out of memory with --batch_size={self.cfg['batch_size']}; "
                             f"try a smaller --batch_size{more}") from None
 
     def finished(self):
@@ -769,6 +788,15 @@ class Run:
             print(f"training took {time.time() - self.t_start:.1f} s ({self.eval_seconds:.1f} s of it evaluating); "
                   f"best val loss {self.best_val:.4f}, saved in {self.ckpt_path}")
             plot_losses(self.log_rows, self.log_path, f"{SCRIPT}.py on {self.cfg['input_file']}")
+
+
+def out_of_memory(error):
+    """'CUDA' or 'MPS' when the error is that device running out of memory (MPS raises a plain RuntimeError)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return "CUDA"
+    if isinstance(error, RuntimeError) and "MPS backend out of memory" in str(error):
+        return "MPS"
+    return None
 
 
 def eval_windows(data, block_size, max_windows):

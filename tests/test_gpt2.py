@@ -199,7 +199,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch():
 
     def gradients(micro_batches):
         model.zero_grad(set_to_none=True)
-        loss = gpt2.forward_backward(model, micro_batches, nullcontext())
+        loss = gpt2.forward_backward(model, micro_batches, nullcontext(), torch.amp.GradScaler("cpu", enabled=False))
         return loss, [p.grad.clone() for p in model.parameters()]
 
     split_loss, split = gradients([(1, x[:4], y[:4]), (1, x[4:], y[4:])])

@@ -95,11 +95,11 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadabl
         model.load_state_dict(checkpoint["model"])  # complete: every tensor of the model is there
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script, extra", [(script, []) for script in SCRIPTS] + [("gpt2", ["--dtype=float16"])])
 def test_a_loss_that_blows_up_stops_the_run_with_one_error_line_and_keeps_the_last_good_model(
-        script, tmp_path, text_file, capsys, monkeypatch):
+        script, extra, tmp_path, text_file, capsys, monkeypatch):
     argv = tiny_args(script, tmp_path, text_file, "--learning_rate=1e6", "--max_iters=200", "--eval_interval=100",
-                     "--log_interval=1")
+                     "--log_interval=1", *extra)
     code, out, err = run_in_process(script, argv, capsys, monkeypatch)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]  # the progress bar's lines, then the error
