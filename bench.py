@@ -5,12 +5,18 @@ python bench.py                   every section (minutes on a GPU; on a CPU gpt2
 python bench.py --quick           tiny settings, under a minute on a 2-core CPU: checks that everything runs
 python bench.py --only=v2,video-v2 --device=cpu     some sections only
 python bench.py --plot            the three lessons' val loss against time, from out/<script>/losses.csv
+python bench.py --only=ladder --device=cpu --save_dir=runs      the ladder, its chart in runs/ladder/ladder.png
+python bench.py --only=ex3 --device=cpu --save_dir=runs         the third exercise: pretrain, finetune, compare
 
-Sections: bigram, v2, gpt2 (each script's default run, timed as a whole process), laptop (gpt2.py
+Sections: bigram, v2, gpt2 (each script's default run, timed as a whole process), gpt2-fp16 (gpt2.py's
+default run in float16 with a gradient scaler, as on a T4 or a V100), laptop (gpt2.py
 with the laptop recipe, 10 minutes), laptop-3min (the same recipe in 3 minutes), sampling (1,000 new
 tokens with and without the key/value cache), video-v2 (the video's own v2 code, same config, whole
 process, and the ratio), video-gpt2 (training throughput of the video-style 10.8M model against
-gpt2.py's, same config, and the ratio).
+gpt2.py's, same config, and the ratio), ladder (the models the video builds on its way to v2.py, each
+trained as v2.py trains: what each chapter buys in val loss, beside the video's own figures), ex3 (the
+video's third exercise: gpt2.py pretrained on another text, then finetuned on tiny Shakespeare with
+--init_from, beside a run from scratch of the same steps).
 The video-style baselines use v2.py's model, which is the video's (one module per head, a mask buffer, a
 masked softmax); only what the video does differently is here: its evaluation (200 random batches per split
 every 100 steps), its get_batch and plain AdamW.
@@ -19,6 +25,7 @@ every 100 steps), its get_batch and plain AdamW.
 import argparse
 import csv
 import datetime
+import functools
 import os
 import platform
 import re
@@ -29,17 +36,21 @@ import tempfile
 import time
 
 import torch
+from torch import nn
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("bigram", "v2", "gpt2", "laptop", "laptop-3min", "sampling", "video-v2", "video-gpt2")
+SECTIONS = ("bigram", "v2", "gpt2", "gpt2-fp16", "laptop", "laptop-3min", "sampling", "video-v2", "video-gpt2",
+            "ladder", "ex3")
 LAPTOP_3MIN = "--block_size=64 --batch_size=32 --learning_rate=3e-3 --min_lr=3e-4 --time_budget=180"
 TINY_GPT = "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25"
 QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
     "bigram": "--max_iters=100 --eval_interval=50",
     "v2": "--max_iters=100 --eval_interval=50",
     "gpt2": TINY_GPT + " --max_iters=50",
+    "gpt2-fp16": TINY_GPT + " --max_iters=50",
     "laptop": TINY_GPT + " --time_budget=4",
     "laptop-3min": TINY_GPT + " --time_budget=4",
+    "ladder": "--max_iters=20 --eval_interval=10",
 }
 
 
@@ -132,6 +143,8 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
     """One whole-process run of a lesson script; its figures from the process's clock and its loss log."""
     module = __import__(script)
     recipe = module.LAPTOP_RECIPE if section.startswith("laptop") else ""
+    if section == "gpt2-fp16":  # the precision a T4 or a V100 trains in, on this GPU
+        recipe = "--dtype=float16"
     if section == "laptop-3min":  # shorter windows and a higher learning rate pay off in 3 minutes
         recipe += " " + LAPTOP_3MIN
     overrides = recipe.split() + (QUICK[section] if quick else "").split()
@@ -248,6 +261,213 @@ def bench_sampling(device, quick, n_tokens):
     return result
 
 
+# The ladder: the models the video builds on its way to v2.py, in its order, each made of v2.py's own classes.
+# differs from the video: v2.py's attention and feed-forward carry the projection (and 4x width) it adds at residuals
+LADDER = (  # (row name, the video's chapter, the val loss the video states there, at its own smaller settings)
+    ("bigram table", "training the bigram model", "~2.5"),
+    ("+ one self-attention head", "inserting a single self-attention block to our network", "~2.4"),
+    ("+ multi-head attention", "multi-headed self-attention", "~2.28"),
+    ("+ feed-forward", "feedforward layers of transformer block", "2.24"),
+    ("+ blocks with residual connections", "residual connections", "2.08"),
+    ("+ LayerNorm (v2.py)", "layernorm and its relationship to our previous batchnorm", "2.06"),
+)
+
+
+def ladder_model(rung, cfg, vocab_size):
+    """The model of one rung: bigram.py's model, then v2.py's GPTLanguageModel with its blocks swapped for the
+    rung's body and its final LayerNorm left out, up to the last rung, which is v2.py's model as it stands."""
+    import bigram
+    import v2
+    if rung == 0:
+        return bigram.BigramLanguageModel(vocab_size)
+    model = v2.build_model(cfg, vocab_size)
+    if rung == len(LADDER) - 1:
+        return model
+    C, n_head, T, dropout = cfg["n_embd"], cfg["n_head"], cfg["block_size"], cfg["dropout"]
+    if rung == 1:  # one head as wide as the embedding: (B, T, C) -> (B, T, hs=C), straight into lm_head
+        body = v2.Head(C, C, T, dropout)
+    elif rung == 2:  # n_head heads of C // n_head, concatenated back to (B, T, C), then v2.py's projection
+        body = v2.MultiHeadAttention(C, n_head, C // n_head, T, dropout)
+    elif rung == 3:  # attention, then the feed-forward, one after the other: no residual connections yet
+        body = nn.Sequential(v2.MultiHeadAttention(C, n_head, C // n_head, T, dropout), v2.FeedForward(C, dropout))
+    else:  # n_layer of v2.py's Block, x + sa(x) and x + ffwd(x), without its LayerNorms
+        body = nn.Sequential(*[without_layernorm(v2.Block(C, n_head, T, dropout)) for _ in range(cfg["n_layer"])])
+    model.blocks, model.ln_f = body, nn.Identity()
+    return model
+
+
+def without_layernorm(block):
+    block.ln1, block.ln2 = nn.Identity(), nn.Identity()
+    return block
+
+
+def train_like_v2(build, cfg, dev):
+    """Train the model build(cfg, vocab_size) makes with v2.py's own train(): its seeding, batches, fused AdamW,
+    exact evaluation and loss log (in cfg["out_dir"]), its output silenced. Returns the evaluations
+    [(step, train loss, val loss, seconds since the start: the loop with its evaluations)] and the trained model."""
+    import contextlib
+    import io
+
+    import v2
+    built, build_model = [], v2.build_model
+
+    def build_rung(cfg, vocab_size):  # what v2.train builds, in place of its own model
+        v2.build_model = build_model  # back at once: the rung's model may be made by v2.py's builder
+        built.append(build(cfg, vocab_size))
+        return built[-1]
+    os.makedirs(cfg["out_dir"], exist_ok=True)
+    v2.build_model = build_rung
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            v2.train({**cfg, "max_new_tokens": 0}, dev)
+    finally:
+        v2.build_model = build_model
+    rows = read_losses(os.path.join(cfg["out_dir"], "losses.csv"))
+    return [(int(r["step"]), r["train_loss"], r["val_loss"], r["elapsed_s"]) for r in rows], built[0]
+
+
+def bench_ladder(device, quick, input_file, work_dir, save_dir):
+    """Train every rung of the ladder with v2.py's settings and its train(); each rung's files (losses.csv,
+    loss.png, ckpt.pt) in <save_dir or work_dir>/ladder/<n>-<rung>/, and the chart there too, with save_dir.
+    Returns the markdown lines of the table."""
+    import v2
+    overrides = v2.parse_command_line(QUICK["ladder"].split() if quick else [], v2.HYPERPARAMETERS)
+    folder = os.path.join(save_dir or work_dir, "ladder")
+    runs = []
+    for rung, (name, _, _) in enumerate(LADDER):
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        cfg = {**v2.HYPERPARAMETERS, **overrides, "input_file": input_file,
+               "out_dir": os.path.join(folder, f"{rung + 1}-{slug}")}
+        rows, model = train_like_v2(functools.partial(ladder_model, rung), cfg, device)
+        runs.append((name, sum(p.numel() for p in model.parameters()), rows, rows[-1][3]))
+        print(f"ladder: {name}: {rows[-1][3]:.1f} s, val {rows[-1][2]:.4f}", flush=True)
+    if save_dir:
+        plot_ladder(runs, os.path.join(folder, "ladder.png"), cfg)
+    lines = [f"| step of the ladder (the video's chapter) | parameters | val loss at step {cfg['max_iters']} | time | "
+             "the video's val loss |", "|---|---|---|---|---|"]
+    for (name, n_params, rows, seconds), (_, chapter, video) in zip(runs, LADDER, strict=True):
+        lines.append(f'| {name} ("{chapter}") | {n_params:,} | {rows[-1][2]:.4f} | {seconds:.1f} s | {video} |')
+    return lines + ["", f"Each rung trained as v2.py trains, with its settings (batch {cfg['batch_size']}, block "
+                    f"{cfg['block_size']}, {cfg['max_iters']} steps, learning rate {cfg['learning_rate']:g}, n_embd "
+                    f"{cfg['n_embd']}, {cfg['n_head']} heads, {cfg['n_layer']} layers, seed {cfg['seed']}), the bigram "
+                    "table too; the last rung is v2.py's own run. Time: the training loop with its evaluations. "
+                    "v2.py's multi-head attention and feed-forward carry the output projection (and the 4x-wide "
+                    "feed-forward) that the video adds only with its residual connections. The video's figures are "
+                    "from its own smaller runs (n_embd 32, block_size 8, loss averaged over random batches): compare "
+                    "the steps down each column, not the columns.", ""]
+
+
+def plot_ladder(runs, png_path, cfg):
+    """Val loss against step, one line per rung of the ladder; the y axis spans the rungs' final losses."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for rung, (name, _, rows, _) in enumerate(runs):
+        ax.plot([r[0] for r in rows], [r[2] for r in rows], marker=".", label=f"{name}: {rows[-1][2]:.4f}",
+                linestyle="--" if rung == len(runs) - 1 else "-")  # dashed: v2.py, seen even on the rung before
+    finals, highest = [rows[-1][2] for _, _, rows, _ in runs], max(r[2] for _, _, rows, _ in runs for r in rows)
+    top = min(highest, 1.2 * max(finals))  # the first evaluations, far above the rest, would squash the curves
+    ax.set_ylim(0.95 * min(finals), top + 0.02)
+    below = " (the first steps' higher losses are above the chart)" if top < highest else ""
+    ax.set(xlabel=f"step (of {cfg['max_iters']}){below}", ylabel="val loss (nats per character)",
+           title="What each step of the video buys, trained as v2.py trains")
+    ax.grid(alpha=0.3)
+    ax.legend(title="step of the ladder: final val loss", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+    print(f"ladder chart in {png_path}")
+
+
+# EX3, the video's third exercise: pretrain gpt2.py on another text, then finetune it on tiny Shakespeare
+EX3 = {  # pretraining steps, then the finetuning (and from-scratch) steps and the finetuning learning rates
+    "cpu": (6000, 500, "--learning_rate=3e-4 --min_lr=3e-5 --warmup_iters=50"),
+    "cuda": (2000, 300, "--learning_rate=1e-4 --min_lr=1e-5 --warmup_iters=30"),
+    "quick": (60, 40, "--learning_rate=3e-4 --min_lr=3e-5 --warmup_iters=5"),
+}
+
+
+def write_pretraining_text(path, max_chars=0):
+    """A text of several megabytes with no line of tiny Shakespeare, rebuilt offline from the Python running this:
+    the docstrings and comments of its standard library, in printable ASCII (so that it has every character of
+    tiny Shakespeare, and a few more). max_chars > 0 stops early. Returns (characters, sha256 of the text)."""
+    import ast
+    import hashlib
+    import io
+    import string
+    import sysconfig
+    import tokenize
+    parts, size = [], 0
+    for folder, subfolders, files in os.walk(sysconfig.get_paths()["stdlib"]):
+        subfolders[:] = sorted(name for name in subfolders if name not in ("site-packages", "__pycache__"))
+        for name in sorted(name for name in files if name.endswith(".py")):
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    source = f.read()
+                nodes = ast.walk(ast.parse(source))
+                tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+            except (SyntaxError, UnicodeDecodeError, ValueError, tokenize.TokenError):
+                continue  # the standard library's own tests hold a few files that are broken on purpose
+            docstrings = [ast.get_docstring(node) for node in nodes if isinstance(
+                node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+            comments = [t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT]
+            found = [d for d in docstrings if d and len(d) > 40] + ["\n".join(c for c in comments if len(c) > 20)]
+            parts += found
+            size += sum(map(len, found))
+            if max_chars and size >= max_chars:
+                break
+        if max_chars and size >= max_chars:
+            break
+    printable = set(string.printable) - set("\t\r\x0b\x0c")
+    text = "".join(c for c in "\n\n".join(p.replace("\t", "    ") for p in parts if p) if c in printable) + "\n"
+    with open(os.path.join(ROOT, "input.txt"), encoding="utf-8") as f:
+        shared = [line for line in set(f.read().splitlines()) if len(line) >= 30 and line in text]
+    if shared:
+        sys.exit(f"bench: the pretraining text holds lines of tiny Shakespeare, e.g. {shared[0]!r}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return len(text), hashlib.sha256(text.encode()).hexdigest()
+
+
+def bench_ex3(device, quick, work_dir, pretrain_text, input_file, save_dir):
+    """EX3: pretrain on the pretraining text, finetune on tiny Shakespeare with --init_from, and train from scratch
+    for the same steps; the laptop recipe's model on a CPU, the default model on CUDA. Returns markdown lines."""
+    import gpt2
+    kind = "quick" if quick else "cuda" if device.startswith("cuda") else "cpu"
+    pre_steps, steps, finetune_lr = EX3[kind]
+    model = {"quick": TINY_GPT, "cuda": "", "cpu": gpt2.LAPTOP_RECIPE.replace(" --time_budget=600", "")}[kind]
+    model += f" --device={device}"
+    folder = os.path.join(save_dir or work_dir, "ex3")
+    os.makedirs(folder, exist_ok=True)
+    pretrain_text = os.path.abspath(pretrain_text) if pretrain_text else os.path.join(folder, "pretrain.txt")
+    if not os.path.exists(pretrain_text):
+        n_chars, digest = write_pretraining_text(pretrain_text, 200_000 if quick else 0)
+        print(f"ex3: the pretraining text, {n_chars:,} characters (sha256 {digest[:12]}), in {pretrain_text}")
+    shakespeare = f" --input_file={input_file}" if input_file else ""
+    interval = max(1, steps // 5)
+    runs = [  # (name, the flags after python gpt2.py, where it writes)
+        ("pretrain", f"{model} --input_file={pretrain_text} --max_iters={pre_steps} --eval_interval="
+         f"{max(1, pre_steps // 6)}", "pretrain"),
+        ("finetune", f"{model}{shakespeare} --init_from={os.path.join(folder, 'pretrain')} --max_iters={steps} "
+         f"--eval_interval={interval} {finetune_lr}", "finetune"),
+        ("from scratch", f"{model}{shakespeare} --max_iters={steps} --eval_interval={interval}", "scratch"),
+    ]
+    lines = ["| EX3 run | command | steps | wall time | val loss at step 0 | best val |", "|---|---|---|---|---|---|"]
+    for name, flags, out in runs:
+        out_dir = os.path.join(folder, out)
+        wall, _ = run_process([sys.executable, "gpt2.py", *flags.split(), f"--out_dir={out_dir}", "--max_new_tokens=0"])
+        rows = read_losses(os.path.join(out_dir, "losses.csv"))
+        shown = flags.replace(pretrain_text, "ex3/pretrain.txt").replace(folder, "ex3").replace(f" --device={device}",
+                                                                                                 "")
+        lines.append(f"| {name} | `python gpt2.py {shown.strip()} --out_dir=ex3/{out}` | {int(rows[-1]['step'])} | "
+                     f"{wall:.1f} s | {rows[0]['val_loss']:.4f} | {min(r['val_loss'] for r in rows):.4f} |")
+        print(f"ex3: {name}: {wall:.1f} s, best val {min(r['val_loss'] for r in rows):.4f}", flush=True)
+    return lines + ["", "The pretraining run's losses are on its own text; the other two on tiny Shakespeare's val "
+                    "split. Compare them with the default from-scratch run (the gpt2 row on CUDA, the laptop row on "
+                    "a CPU).", ""]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings: under a minute on a 2-core CPU")
@@ -255,8 +475,10 @@ def main():
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
     parser.add_argument("--save_dir", default="", help="keep each run's losses.csv, loss.png and ckpt.pt in "
-                        "SAVE_DIR/<section>/")
+                        "SAVE_DIR/<section>/, and the ladder's loss logs and ladder.png in SAVE_DIR/ladder/")
     parser.add_argument("--input_file", default="", help="train on this text instead of input.txt")
+    parser.add_argument("--pretrain_text", default="", help="ex3: pretrain on this text instead of building one "
+                        "from this Python's standard library (write_pretraining_text)")
     parser.add_argument("--plot", action="store_true", help="only draw the three lessons' val loss against time, "
                         "from RUNS_DIR/<script>/losses.csv, into PLOT_FILE")
     parser.add_argument("--runs_dir", default="out", help="--plot: the folder of the runs: out (the scripts' own "
@@ -319,8 +541,8 @@ def run_sections(args, sections, device, work_dir, input_file):
     print(f"bench on {describe(device)}, torch {torch.__version__}, {today}\n", flush=True)
 
     runs = []
-    for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("laptop", "gpt2"),
-                            ("laptop-3min", "gpt2")):
+    for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("gpt2-fp16", "gpt2"),
+                            ("laptop", "gpt2"), ("laptop-3min", "gpt2")):
         if section in sections:
             target = args.target if script == "gpt2" else None
             runs.append(bench_script(script, section, args.device, args.quick, target, work_dir, input_file))
@@ -372,6 +594,11 @@ def run_sections(args, sections, device, work_dir, input_file):
                   f"| with the key/value cache | {speed[True]:,.0f} |",
                   f"| without (whole context every token) | {speed[False]:,.0f} |",
                   f"| speedup | **{speed[True] / speed[False]:.1f}x** |", ""]
+    if "ladder" in sections:
+        lines += bench_ladder(device, args.quick, input_file or os.path.join(ROOT, "input.txt"), work_dir,
+                              args.save_dir)
+    if "ex3" in sections:
+        lines += bench_ex3(device, args.quick, work_dir, args.pretrain_text, input_file, args.save_dir)
     return lines
 
 
