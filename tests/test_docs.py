@@ -1,0 +1,131 @@
+"""The README and docs/: every relative link leads to a file, every #anchor to a heading, and the README stays short."""
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_BYTES = 20 * 1024
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[`~]*[ \t]*$", re.M | re.S)  # ```...``` blocks
+CODE_SPAN = re.compile(r"(`+)[^`\n].*?\1")  # `inline code`, on one line
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target)
+REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.M)  # [name]: target
+HTML_SRC = re.compile(r"<(?:img|a|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"']+)[\"']", re.I)
+HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$", re.M)
+HTML_ID = re.compile(r"<[^>]+\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", re.I)
+SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.I)  # https:, mailto:, //host: not a file here
+
+
+def without_code(text):
+    """The text with code blocks blanked (keeping line numbers) and code spans replaced by a word."""
+    text = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    return CODE_SPAN.sub("code", text)
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a heading: its text lowercased, punctuation but '-' and '_' removed, spaces to '-'."""
+    text = re.sub(r"!?\[((?:[^\[\]]|\[[^\]]*\])*)\]\([^)]*\)", r"\1", heading)  # a link counts by its text
+    text = re.sub(r"<[^>]+>", "", text)  # html tags
+    text = text.replace("`", "").strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(text):
+    """Every anchor a page defines: one per heading (a repeated heading gets -1, -2, ...) and html ids."""
+    found = set()
+    seen = {}
+    for heading in HEADING.findall(FENCE.sub("", text)):
+        anchor = github_anchor(heading)
+        found.add(anchor if anchor not in seen else f"{anchor}-{seen[anchor]}")
+        seen[anchor] = seen.get(anchor, 0) + 1
+    found.update(HTML_ID.findall(text))
+    return found
+
+
+def links(text):
+    """(line number, target) of every link and image in a page, outside code."""
+    text = without_code(text)
+    out = []
+    for pattern in (LINK, REFERENCE, HTML_SRC):
+        for m in pattern.finditer(text):
+            out.append((text.count("\n", 0, m.start()) + 1, m.group(1)))
+    return sorted(out)
+
+
+def problems(page, root=ROOT):
+    """What is wrong with the relative links of one page: a file that does not exist, an anchor with no heading."""
+    out = []
+    for line, target in links(page.read_text(encoding="utf-8")):
+        if SCHEME.match(target):
+            continue
+        path, _, anchor = target.partition("#")
+        path = unquote(path.split("?")[0])
+        file = page if not path else (root / path.lstrip("/") if path.startswith("/") else page.parent / path)
+        file = file.resolve()
+        where = f"{page.relative_to(root)}:{line}: {target}"
+        if not file.is_relative_to(root.resolve()):
+            out.append(f"{where}: leads outside the repository")
+        elif not file.exists():
+            out.append(f"{where}: {file.relative_to(root.resolve())} does not exist")
+        elif anchor and file.suffix != ".md":
+            out.append(f"{where}: an anchor into a file that is not markdown")
+        elif anchor and unquote(anchor) not in anchors(file.read_text(encoding="utf-8")):
+            out.append(f"{where}: no heading in {file.name} has the anchor #{anchor}")
+    return out
+
+
+def test_the_readme_and_the_docs_pages_are_found():
+    assert (ROOT / "README.md").exists()
+    assert len(PAGES) > 1, "docs/*.md is empty"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_leads_to_a_file_and_every_anchor_to_a_heading(page):
+    assert links(page.read_text(encoding="utf-8")), f"{page.name} has no links: the check would check nothing"
+    assert problems(page) == []
+
+
+def test_readme_is_at_most_20_kb():
+    size = (ROOT / "README.md").stat().st_size
+    assert size <= README_MAX_BYTES, f"README.md is {size:,} bytes; move reference material into docs/"
+
+
+@pytest.mark.parametrize("heading, anchor", [
+    ("Quick start", "quick-start"),
+    ("Look inside: what the model attends to", "look-inside-what-the-model-attends-to"),
+    ("`gpt2.py`: GPT-2 and its training recipe", "gpt2py-gpt-2-and-its-training-recipe"),
+    ("The video's chapters in the code", "the-videos-chapters-in-the-code"),
+    ("Is my loss normal?", "is-my-loss-normal"),
+    ("snake_case and [a link](x.md)", "snake_case-and-a-link"),
+])
+def test_anchors_follow_githubs_rule(heading, anchor):
+    assert github_anchor(heading) == anchor
+
+
+def test_a_repeated_heading_gets_a_numbered_anchor_and_code_is_not_a_heading():
+    text = "# Title\n## Notes\n## Notes\n```bash\n# not a heading\n```\n"
+    assert anchors(text) == {"title", "notes", "notes-1"}
+
+
+def test_a_broken_link_a_missing_anchor_and_a_missing_image_are_reported(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "other.md").write_text("# Other\n## A section\n", encoding="utf-8")
+    page = tmp_path / "README.md"
+    page.write_text(
+        "# Page\n"
+        "[fine](docs/other.md#a-section) [fine](#page) [web](https://example.com/x.md) `[code](nowhere.md)`\n"
+        "[gone](docs/missing.md)\n"
+        "[no such section](docs/other.md#b-section)\n"
+        "[no such heading here](#nowhere)\n"
+        '<img src="assets/missing.png" width="10">\n',
+        encoding="utf-8")
+    found = problems(page, root=tmp_path)
+    assert [p.split(": ")[0] for p in found] == ["README.md:3", "README.md:4", "README.md:5", "README.md:6"]
+    assert "docs/missing.md does not exist" in found[0]
+    assert "#b-section" in found[1] and "#nowhere" in found[2]
+    assert "assets/missing.png does not exist" in found[3]
