@@ -2,7 +2,7 @@
 
 python bench.py                   every section (minutes on a GPU; on a CPU gpt2.py's default run alone
                                   takes hours, so choose sections with --only)
-python bench.py --quick           tiny settings, under a minute on a 2-core CPU: checks that everything runs
+python bench.py --quick           tiny settings, a few minutes on a 2-core CPU: checks that everything runs
 python bench.py --only=v2,video-v2 --device=cpu     some sections only
 python bench.py --plot            the three lessons' val loss against time, from out/<script>/losses.csv
 python bench.py --only=ladder --device=cpu --save_dir=runs      the ladder, its chart in runs/ladder/ladder.png
@@ -470,7 +470,7 @@ def bench_ex3(device, quick, work_dir, pretrain_text, input_file, save_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings: under a minute on a 2-core CPU")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a few minutes on a 2-core CPU")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: what the scripts pick)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
