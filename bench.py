@@ -421,10 +421,14 @@ def write_pretraining_text(path, max_chars=0):
             break
     printable = set(string.printable) - set("\t\r\x0b\x0c")
     text = "".join(c for c in "\n\n".join(p.replace("\t", "    ") for p in parts if p) if c in printable) + "\n"
+    sys.path.insert(0, ROOT)
+    import v2
+    v2.check_input_file(os.path.join(ROOT, "input.txt"))  # tiny Shakespeare, to check against (downloaded if missing)
     with open(os.path.join(ROOT, "input.txt"), encoding="utf-8") as f:
         shared = [line for line in set(f.read().splitlines()) if len(line) >= 30 and line in text]
     if shared:
         sys.exit(f"bench: the pretraining text holds lines of tiny Shakespeare, e.g. {shared[0]!r}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return len(text), hashlib.sha256(text.encode()).hexdigest()
