@@ -561,9 +561,7 @@ def load_vocabulary_and_length(module, path, tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_tiny_shakespeare_has_the_known_size_vocabulary_and_split(lesson, tmp_path):
-    path = ROOT / "input.txt"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (it is downloaded on the first training run)")
+    path = ROOT / "input.txt"  # part of the repository, as test_the_video.py asserts byte for byte
     chars, n_chars = load_vocabulary_and_length(lesson, path, tmp_path)
     assert n_chars == 1_115_394
     assert len(chars) == 65

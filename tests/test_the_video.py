@@ -3,9 +3,10 @@
 One test per moment of the notebook, in the video's order and named for its chapter: the data, batches, the bigram
 loss, the trick (versions 1 to 3), version 4 (self-attention), the six notes on attention, and LayerNorm. With the
 video's seeds, the numbers asserted are the ones on screen; the models are the lessons' own (bigram.py, v2.py).
-Run:    python -m pytest tests/test_the_video.py -v      (reads input.txt: `python v2.py` downloads it once)
+Run:    python -m pytest tests/test_the_video.py -v      (reads input.txt, which is part of the repository)
 """
 
+import hashlib
 import math
 from types import SimpleNamespace
 
@@ -23,12 +24,17 @@ VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # 
 
 
 # --- "reading and exploring the data", "tokenization, train/val split" ---
+# input.txt is part of the repository: every test reads it as it is, none downloads it or skips without it
+def test_input_txt_is_tiny_shakespeare_byte_for_byte_as_the_scripts_check_it():
+    content = (ROOT / "input.txt").read_bytes()
+    assert len(content) == v2.DATA_SIZE == 1115394
+    assert hashlib.sha256(content).hexdigest() == v2.DATA_SHA256  # a checkout that turned \n into \r\n fails here
+
+
 @pytest.fixture(scope="module")
 def shakespeare():
     """tiny Shakespeare, read, encoded and split by v2.py's load_data."""
     path = ROOT / "input.txt"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `python v2.py` once, which downloads tiny Shakespeare")
     chars, stoi, itos, train_data, val_data = v2.load_data(str(path), block_size=8)
     return SimpleNamespace(text=path.read_text(encoding="utf-8"), chars=chars, stoi=stoi, itos=itos,
                            train_data=train_data, val_data=val_data)
