@@ -1,5 +1,7 @@
-"""The README and docs/: every relative link leads to a file, every #anchor to a heading, and the README stays short."""
+"""The README and docs/: every relative link leads to a file, every #anchor to a heading, every command names a real
+script and real options, every chapter link opens the video at the time it shows, and the README stays short."""
 
+import importlib
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -8,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-README_MAX_BYTES = 20 * 1024
+README_MAX_BYTES = 14 * 1024
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[`~]*[ \t]*$", re.M | re.S)  # ```...``` blocks
 CODE_SPAN = re.compile(r"(`+)[^`\n].*?\1")  # `inline code`, on one line
@@ -18,6 +20,9 @@ HTML_SRC = re.compile(r"<(?:img|a|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"
 HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$", re.M)
 HTML_ID = re.compile(r"<[^>]+\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", re.I)
 SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.I)  # https:, mailto:, //host: not a file here
+COMMAND = re.compile(r"(?:^|[\s!`(])(?:python|torchrun)\b[^\n`]*?\s([\w-]+)\.py\b([^\n`]*)")  # python x.py ...
+OPTION = re.compile(r"(?:^|\s)--([A-Za-z_]+)")
+VIDEO_AT = re.compile(r"\[(\d+):(\d\d):(\d\d)\]\(https://www\.youtube\.com/watch\?v=kCc8FmEb1nY&t=(\d+)s\)")
 
 
 def without_code(text):
@@ -90,7 +95,59 @@ def test_every_relative_link_leads_to_a_file_and_every_anchor_to_a_heading(page)
     assert problems(page) == []
 
 
-def test_readme_is_at_most_20_kb():
+def code_text(text):
+    """Every code block line and code span of a page, one per line."""
+    blocks = [m.group(0) for m in FENCE.finditer(text)]
+    spans = [m.group(0) for m in CODE_SPAN.finditer(FENCE.sub("", text))]
+    return "\n".join(blocks + spans)
+
+
+def known_options(script):
+    """The --options a script takes: a lesson's hyperparameters (and --help), or bench.py's argparse options."""
+    if script == "bench":
+        return set(re.findall(r"add_argument\(\"--(\w+)\"", (ROOT / "bench.py").read_text(encoding="utf-8"))) | {"help"}
+    return set(importlib.import_module(script).HYPERPARAMETERS) | {"help"}
+
+
+def command_problems(text, root=ROOT):
+    """Each command in a page's code that names a script that is not there or an option the script does not take."""
+    out = []
+    for script, rest in COMMAND.findall(code_text(text)):
+        if not (root / f"{script}.py").exists():
+            out.append(f"{script}.py: no such script")
+            continue
+        rest = re.sub(r"\s#.*", "", rest)  # a comment after the command
+        out += [f"{script}.py --{name}: no such option" for name in OPTION.findall(rest)
+                if name not in known_options(script)]
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_command_names_a_real_script_and_its_real_options(page):
+    assert command_problems(page.read_text(encoding="utf-8")) == []
+
+
+def test_the_readme_has_commands_to_check():
+    commands = COMMAND.findall(code_text((ROOT / "README.md").read_text(encoding="utf-8")))
+    assert {script for script, _ in commands} >= {"bigram", "v2", "gpt2"}
+
+
+def test_a_made_up_option_or_script_in_a_command_is_reported():
+    text = ("```\npython v2.py --max_iters=10 --no_such_thing=1   # --not_checked\n!python nowhere.py\n```\n"
+            "and `python bench.py --only=ladder --bogus` in a line; `python v2.py --sample` is fine\n")
+    assert command_problems(text) == ["v2.py --no_such_thing: no such option", "nowhere.py: no such script",
+                                      "bench.py --bogus: no such option"]
+
+
+def test_every_chapter_link_opens_the_video_at_the_time_it_shows():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = VIDEO_AT.findall(text)
+    assert len(links) == 30, "the video has 30 chapters"
+    wrong = [f"{h}:{m}:{s} -> t={t}s" for h, m, s, t in links if int(h) * 3600 + int(m) * 60 + int(s) != int(t)]
+    assert wrong == []
+
+
+def test_readme_is_at_most_14_kb():
     size = (ROOT / "README.md").stat().st_size
     assert size <= README_MAX_BYTES, f"README.md is {size:,} bytes; move reference material into docs/"
 
