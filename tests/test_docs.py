@@ -147,6 +147,16 @@ def test_every_chapter_link_opens_the_video_at_the_time_it_shows():
     assert wrong == []
 
 
+def test_every_test_a_page_names_is_a_test_in_tests():
+    defined = set()
+    for file in (ROOT / "tests").glob("test_*.py"):
+        defined.update(re.findall(r"^def (test_\w+)", file.read_text(encoding="utf-8"), re.M))
+    named = {(page.name, name) for page in PAGES
+             for name in re.findall(r"`(test_\w+)`", page.read_text(encoding="utf-8"))}
+    assert len(named) > 10, "the pages name their tests: the check would check nothing"
+    assert sorted(f"{page}: {name}" for page, name in named if name not in defined) == []
+
+
 def test_readme_is_at_most_14_kb():
     size = (ROOT / "README.md").stat().st_size
     assert size <= README_MAX_BYTES, f"README.md is {size:,} bytes; move reference material into docs/"
