@@ -13,8 +13,6 @@ import io
 import math
 import os
 import pickle
-import shlex
-import subprocess
 import sys
 import time
 import urllib.request
@@ -636,7 +634,9 @@ def command(cfg, *options):
         processes = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
         launcher = ["torchrun", "--standalone", f"--nproc_per_node={processes}"]
     words = [*launcher, script, *options]
-    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
+    import shlex  # only printed commands need these two
+    import subprocess
+    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)  # cmd and PowerShell; sh
 
 
 def save_checkpoint(checkpoint, path):
