@@ -632,7 +632,7 @@ class Run:
         load_weights(self.model, checkpoint, self.ckpt_path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for name, obj in self.extra_state.items():
-            if checkpoint.get(name):  # an empty state (a scaler that was off) has nothing to restore
+            if checkpoint.get(name):  # an empty state (saved while it was switched off) has nothing to restore
                 obj.load_state_dict(checkpoint[name])
         if "rng_torch" in checkpoint:  # without it (a checkpoint written elsewhere) the batches are drawn afresh
             torch.set_rng_state(checkpoint["rng_torch"])
