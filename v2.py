@@ -776,7 +776,7 @@ class Run:
         self.ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
         self.log_path = os.path.join(cfg["out_dir"], "losses.csv")
         for path in (self.ckpt_path, self.log_path, os.path.join(cfg["out_dir"], "loss.png")):
-            if os.path.isdir(path):  # found now, not at the first evaluation's write
+            if os.path.isdir(path):  # refused at the start, so that no training is lost to it
                 raise UserError(f"{path} is a folder; move it out of the way, or choose another --out_dir")
         self.eval_sets = {split: tuple(t.to(dev) for t in windows) for split, windows in (
             ("train", eval_windows(train_data, cfg["block_size"], cfg["eval_train_windows"])),
