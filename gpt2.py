@@ -364,7 +364,8 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None):
     if master:
         print(f"{sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters")
     optimizer = configure_optimizer(raw_model, cfg, fused=not dev.startswith("mps"))
-    run = Run(cfg, dev, raw_model, optimizer, chars, train_data, val_data, checkpoint, master, scaler)  # resume, save
+    run = Run(cfg, dev, raw_model, optimizer, chars, train_data, val_data, checkpoint, master,
+              extra_state={"scaler": scaler})  # resume, save, log, progress
     model = wrap_model(raw_model, cfg, dev, rank, world_size)  # torch.compile on CUDA; DDP under torchrun
     timer = StepTimer(cfg, dev, run, world_size, scaler)  # tokens/s, MFU, skipped steps, --time_budget
     step = run.start_step
@@ -434,7 +435,7 @@ def main(argv):
         raise UserError("--init_from starts a new run from a saved model, so it cannot go with --resume or --sample; "
                         "a finetuning run resumes and samples with its own --out_dir")
     if cfg["sample"] or cfg["resume"]:  # the saved model's settings: see saved_settings
-        checkpoint = load_checkpoint(cfg["out_dir"], SCRIPT)
+        checkpoint = load_checkpoint(cfg["out_dir"], SCRIPT, cfg)
         cfg = saved_settings(cfg, overrides, checkpoint)
         if "time_budget" not in overrides:
             cfg["time_budget"] = 0  # a resumed run keeps the max_iters its budget had planned
@@ -474,11 +475,8 @@ def load_pretrained(cfg, overrides):
     if os.path.realpath(source) == os.path.realpath(cfg["out_dir"]):
         raise UserError(f"--out_dir={cfg['out_dir']} is the folder of --init_from: the new run would overwrite the "
                         "pretrained model; choose another --out_dir")
-    try:
-        pretrained = load_checkpoint(source, SCRIPT)
-    except UserError as error:
-        raise UserError(f"--init_from={source}: {error}") from None
-    return {**cfg, **saved_model_settings(overrides, pretrained["config"], source)}, pretrained
+    pretrained = load_checkpoint(source, SCRIPT, option="init_from")
+    return {**cfg, **saved_model_settings(overrides, pretrained["config"], source, "init_from")}, pretrained
 
 
 def setup_distributed(dev):
@@ -956,6 +954,13 @@ WRITE_PROBLEMS = {  # by errno name, so that a code this platform lacks is simpl
     "EISDIR": "a folder is in the way; choose another path",
     "ENOENT": "its folder does not exist; choose another path",
 }
+HELD = "another program, e.g. a spreadsheet or an image viewer, has it open"
+REPLACE_WAITS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.25)  # seconds between tries to replace a file that is held open
+
+
+class FileHeld(UserError):
+    """The new content is written next to path, but path cannot be replaced: on Windows, a file another program
+    has open cannot be renamed over (PermissionError, winerror 32 or 5)."""
 
 
 def write_problem(path, error):
@@ -968,7 +973,9 @@ def write_file(path, chunks):
     """Write chunks of bytes to path atomically: a temp file, flushed to disk, then renamed over path.
 
     A kill at any moment leaves the previous file whole; a failed write (a full disk, no permission)
-    removes the temp file and raises UserError, so no half-written file is ever left behind.
+    removes the temp file and raises UserError, so no half-written file is ever left behind. A file held open
+    by another program is tried again for about a second, then FileHeld: the folder is writable (the temp file
+    beside it was written), so it is the file itself that is in use.
     """
     tmp = path + ".tmp"
     try:
@@ -977,7 +984,14 @@ def write_file(path, chunks):
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for wait in (*REPLACE_WAITS, None):
+            try:
+                os.replace(tmp, path)
+                break
+            except PermissionError:
+                if wait is None:
+                    raise FileHeld(f"cannot replace {path}: {HELD}") from None
+                time.sleep(wait)
     except BaseException as error:
         try:
             os.remove(tmp)
@@ -1055,6 +1069,32 @@ def check_text(path, n_chars, n_distinct, block_size):
 
 
 # --- same in every script: checkpoints ---
+SAMPLE_KEYS = {"config": dict, "chars": str, "model": dict}  # what a checkpoint needs to be sampled
+RESUME_KEYS = {"optimizer": dict, "step": int, "best_val_loss": float}  # and to be resumed
+FIXES = {  # for a saved model whose shape differs from the command line's, by what the user asked for
+    "sample": "leave --{name} out to sample the saved model (its shape is read from the checkpoint)",
+    "resume": "leave --{name} out to resume the saved model; a model of another shape is a new run, with another "
+              "--out_dir",
+    "init_from": "leave --{name} out: a finetuned model has the shape of the model it starts from",
+}
+
+
+def command(cfg, *options):
+    """The command that runs this script with options in this run's folders (--out_dir and --input_file, where they
+    are not the defaults), quoted to paste into a shell; under torchrun, a torchrun command with as many processes."""
+    options += tuple(f"--{name}={cfg[name]}" for name in ("out_dir", "input_file")
+                     if name in cfg and cfg[name] != HYPERPARAMETERS[name])
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == f"{SCRIPT}.py" else f"{SCRIPT}.py"  # as it was typed
+    launcher = ["python"]
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        processes = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
+        launcher = ["torchrun", "--standalone", f"--nproc_per_node={processes}"]
+    words = [*launcher, script, *options]
+    import shlex  # only printed commands need these two
+    import subprocess
+    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)  # cmd and PowerShell; sh
+
+
 def save_checkpoint(checkpoint, path):
     """torch.save into memory, then write_file: a kill or a full disk never leaves half a checkpoint."""
     buffer = io.BytesIO()
@@ -1062,13 +1102,16 @@ def save_checkpoint(checkpoint, path):
     write_file(path, [buffer.getvalue()])
 
 
-def load_checkpoint(out_dir, script):
-    """The checkpoint in out_dir, loaded with weights_only=True: tensors and plain Python types, never code."""
-    path = os.path.join(out_dir, "ckpt.pt")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError(f"--out_dir={out_dir} is a file, not a folder; pass the folder of a training run")
+def load_checkpoint(folder, script, cfg=None, option="out_dir"):
+    """The checkpoint in folder (given as --option), loaded with weights_only=True: tensors and plain Python types,
+    never code. cfg: the settings whose folders the printed commands carry."""
+    path = os.path.join(folder, "ckpt.pt")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--{option}={folder} is a file, not a folder; pass the folder of a training run")
     if not os.path.exists(path):
-        raise UserError(f"no saved model at {path}; train one first with: python {script}.py")
+        hint = command({**(cfg or {}), "out_dir": folder} if option == "out_dir" else {"out_dir": folder})
+        raise UserError(f"no saved model at {path}" + (f" (--{option})" if option != "out_dir" else "")
+                        + f"; train one first with: {hint}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -1080,11 +1123,35 @@ def load_checkpoint(out_dir, script):
     except Exception as error:
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(error).__name__}); "
                         "delete it and train again") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("script") != script:
-        found = checkpoint.get("script") if isinstance(checkpoint, dict) else None
-        raise UserError(f"{path} is not a checkpoint of {script}.py" + (f" (it is from {found}.py)" if found else "")
-                        + f"; use that script, or train {script}.py with its own --out_dir")
+    check_owner(checkpoint, path, script)
+    check_keys(checkpoint, path, SAMPLE_KEYS, "delete it and train again")
+    missing = [name for name in MODEL_KEYS if not isinstance(checkpoint["config"].get(name), int)]
+    if missing:
+        raise UserError(f"{path} is damaged: its config has no {missing[0]}; delete it and train again")
     return checkpoint
+
+
+def check_owner(checkpoint, path, script):
+    """A checkpoint of another script is an error naming it; one that says what it is names the command for it."""
+    if isinstance(checkpoint, dict) and checkpoint.get("script") == script:
+        return
+    found = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    what, sample_with = (checkpoint.get(key) if isinstance(checkpoint, dict) else None for key in
+                         ("what", "sample_with"))
+    if isinstance(what, str) and isinstance(sample_with, str):
+        raise UserError(f"{path} is {what}, not a checkpoint of {script}.py; sample it with: {sample_with}")
+    raise UserError(f"{path} is not a checkpoint of {script}.py" + (f" (it is from {found}.py)" if found else "")
+                    + f"; use that script, or train {script}.py with its own --out_dir")
+
+
+def check_keys(checkpoint, path, keys, fix):
+    """Each key of keys is in the checkpoint with its type (an int is not a bool; a float may be an int)."""
+    for key, kind in keys.items():
+        value = checkpoint.get(key)
+        ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+        if not ok:
+            found = "missing" if key not in checkpoint else f"a {type(value).__name__}, not a {kind.__name__}"
+            raise UserError(f"{path} is damaged: its {key!r} is {found}; {fix}")
 
 
 def saved_settings(cfg, overrides, checkpoint):
@@ -1092,9 +1159,12 @@ def saved_settings(cfg, overrides, checkpoint):
     on the command line is an error naming both. --resume takes the saved run's other settings too, then the
     command line's; --sample takes only the model's from the checkpoint."""
     saved = checkpoint["config"]
-    model_settings = saved_model_settings(overrides, saved, cfg["out_dir"])
+    mode = "sample" if cfg["sample"] else "resume"
+    model_settings = saved_model_settings(overrides, saved, cfg["out_dir"], mode)
     if cfg["sample"]:
         return {**cfg, **model_settings}
+    check_keys(checkpoint, os.path.join(cfg["out_dir"], "ckpt.pt"), RESUME_KEYS,
+               "it can be sampled (--sample) but not resumed; start a new run with another --out_dir")
     cfg = {**HYPERPARAMETERS, **saved, **overrides}
     if cfg["max_iters"] < checkpoint["step"]:
         raise UserError(f"--max_iters={cfg['max_iters']} is before the saved step {checkpoint['step']}; "
@@ -1102,13 +1172,13 @@ def saved_settings(cfg, overrides, checkpoint):
     return cfg
 
 
-def saved_model_settings(overrides, saved, folder):
-    """The settings the saved model was built with (MODEL_KEYS); a different value given is an error naming both."""
+def saved_model_settings(overrides, saved, folder, mode):
+    """The settings the saved model was built with (MODEL_KEYS); a different value given is an error naming both
+    and the fix that fits the mode: sample, resume or init_from."""
     for name in MODEL_KEYS:
         if name in overrides and overrides[name] != saved[name]:
             raise UserError(f"--{name}={overrides[name]} does not match the saved model ({name}={saved[name]} "
-                            f"in {folder}); leave --{name} out to use the saved model, or train a new one "
-                            "with another --out_dir")
+                            f"in {folder}); " + FIXES[mode].format(name=name))
     return {name: saved[name] for name in MODEL_KEYS}
 
 
@@ -1145,23 +1215,30 @@ def sample_from_checkpoint(cfg, dev, checkpoint):
 
 # --- same in every script: the training run ---
 LOG_HEADER = "step,train_loss,val_loss,elapsed_s,lr"
+CHECKPOINT_NAMES = ("script", "config", "chars", "step", "best_val_loss", "model", "optimizer", "rng_torch",
+                    "rng_batches")
 
 
 class Run:
     """What a training run does besides training, so that the loop shows the lesson: resuming, the evaluation
-    windows, keeping the best model, the loss log, the progress bar, the timing, and stopping cleanly."""
+    windows, keeping the best model, the loss log, the progress bar, the timing, and stopping cleanly.
+    extra_state: {name: object with state_dict() and load_state_dict()}, saved in the checkpoint and restored."""
 
     def __init__(self, cfg, dev, model, optimizer, chars, train_data, val_data, checkpoint=None, master=True,
-                 scaler=None):
+                 extra_state=None):
         self.cfg, self.model, self.optimizer, self.chars, self.master = cfg, model, optimizer, "".join(chars), master
-        self.scaler = scaler  # gpt2.py's gradient scaler (float16): saved and restored with the optimizer
+        self.extra_state = extra_state or {}
+        assert not set(self.extra_state) & set(CHECKPOINT_NAMES), "extra_state names must not shadow the checkpoint's"
         self.ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
         self.log_path = os.path.join(cfg["out_dir"], "losses.csv")
+        for path in (self.ckpt_path, self.log_path, os.path.join(cfg["out_dir"], "loss.png")):
+            if os.path.isdir(path):  # refused at the start, so that no training is lost to it
+                raise UserError(f"{path} is a folder; move it out of the way, or choose another --out_dir")
         self.eval_sets = {split: tuple(t.to(dev) for t in windows) for split, windows in (
             ("train", eval_windows(train_data, cfg["block_size"], cfg["eval_train_windows"])),
             ("val", eval_windows(val_data, cfg["block_size"], cfg.get("max_val_windows", 0))))}
         self.batch_generator = torch.Generator().manual_seed(cfg["seed"])  # its own, so that resuming restores it
-        self.start_step, self.best_val, self.log_rows = 0, float("inf"), []
+        self.start_step, self.best_val, self.log_rows, self.warned = 0, float("inf"), [], set()
         if checkpoint is not None:
             self.restore(checkpoint)
         self.t_start = self.t_last = time.time()
@@ -1171,22 +1248,20 @@ class Run:
                         disable=not master)
 
     def restore(self, checkpoint):
-        """Continue from the checkpoint: its weights, optimizer (and scaler) state, random state, step and loss log."""
+        """Continue from the checkpoint: its weights, optimizer and extra state, random state, step and loss log."""
         if checkpoint["chars"] != self.chars:
             raise UserError(f"{self.ckpt_path} was trained on a text with another vocabulary; resume with the same "
                             "--input_file, or start a new run with another --out_dir")
         load_weights(self.model, checkpoint, self.ckpt_path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if self.scaler is not None and checkpoint.get("scaler"):  # none before float16 runs were saved with it
-            self.scaler.load_state_dict(checkpoint["scaler"])  # (a no-op when this run does not use float16)
-        if "rng_torch" in checkpoint:  # gpt2.py's older checkpoints have none: it reseeds every step anyway
+        for name, obj in self.extra_state.items():
+            if checkpoint.get(name):  # an empty state (saved while it was switched off) has nothing to restore
+                obj.load_state_dict(checkpoint[name])
+        if "rng_torch" in checkpoint:  # without it (a checkpoint written elsewhere) the batches are drawn afresh
             torch.set_rng_state(checkpoint["rng_torch"])
             self.batch_generator.set_state(checkpoint["rng_batches"])
         self.start_step, self.best_val = checkpoint["step"], checkpoint["best_val_loss"]
-        if os.path.exists(self.log_path):  # the rows before the saved step; the run evaluates that step again
-            with open(self.log_path, encoding="utf-8") as f:
-                rows = f.read().splitlines()[1:]
-            self.log_rows = [row for row in rows if int(row.split(",")[0]) < self.start_step]
+        self.log_rows = read_log(self.log_path, self.start_step)  # the run evaluates the saved step again
         if self.master:
             print(f"resuming from step {self.start_step} (val loss {self.best_val:.4f})")
 
@@ -1198,19 +1273,34 @@ class Run:
         self.eval_seconds += self.last_eval_seconds
         tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         self.log_rows.append(f"{step},{losses['train']:.4f},{losses['val']:.4f},{now - self.t_start:.1f},{lr:.3g}")
-        write_file(self.log_path, ["\n".join([LOG_HEADER, *self.log_rows, ""]).encode()])
+        self.write_or_warn(self.log_path, ["\n".join([LOG_HEADER, *self.log_rows, ""]).encode()],
+                           "the next evaluation writes the whole log again")
         if not math.isfinite(losses["val"]):
             raise UserError(f"the val loss became {losses['val']} at step {step}; the best model so far is kept in "
                             f"{self.ckpt_path}; try a smaller --learning_rate")
         if losses["val"] < self.best_val:
             self.best_val = losses["val"]
-            save_checkpoint({
-                "script": SCRIPT, "config": self.cfg, "chars": self.chars, "step": step, "best_val_loss": self.best_val,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng_torch": torch.get_rng_state(), "rng_batches": self.batch_generator.get_state(),
-                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-            }, self.ckpt_path)
+            try:
+                save_checkpoint({
+                    "script": SCRIPT, "config": self.cfg, "chars": self.chars, "step": step,
+                    "best_val_loss": self.best_val, "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(), "rng_torch": torch.get_rng_state(),
+                    "rng_batches": self.batch_generator.get_state(),
+                    **{name: obj.state_dict() for name, obj in self.extra_state.items()},
+                }, self.ckpt_path)
+            except FileHeld as error:  # the file held is the previous best model: it can be resumed
+                raise UserError(f"{error}; the best model so far is still in it: close that program, then "
+                                f"continue with: {command(self.cfg, '--resume')}") from None
         self.t_last = time.time()
+
+    def write_or_warn(self, path, chunks, then):
+        """write_file, but a log or a picture held open by another program is one warning line, and training goes on."""
+        try:
+            write_file(path, chunks)
+        except FileHeld as error:
+            if path not in self.warned:
+                self.warned.add(path)
+                tqdm.write(f"warning: {error}; training goes on, and {then}", file=sys.stderr)
 
     def stepped(self, step, loss, **fields):
         """After a training step: the progress bar; every log_interval steps the loss (and fields) on it."""
@@ -1233,7 +1323,7 @@ class Run:
         if kind is KeyboardInterrupt:
             if self.master:
                 print(f"\ninterrupted at step {self.step}; the best model so far is in {self.ckpt_path}; "
-                      f"continue with: python {SCRIPT}.py --resume", file=sys.stderr)
+                      f"continue with: {command(self.cfg, '--resume')}", file=sys.stderr)
             sys.exit(130)
         if out_of_memory(error):
             more = " with more --grad_accum_steps (the same global batch)" if "grad_accum_steps" in self.cfg else ""
@@ -1245,7 +1335,38 @@ class Run:
         if self.master:
             print(f"training took {time.time() - self.t_start:.1f} s ({self.eval_seconds:.1f} s of it evaluating); "
                   f"best val loss {self.best_val:.4f}, saved in {self.ckpt_path}")
-            plot_losses(self.log_rows, self.log_path, f"{SCRIPT}.py on {self.cfg['input_file']}")
+            try:
+                plot_losses(self.log_rows, self.log_path, f"{SCRIPT}.py on {self.cfg['input_file']}")
+            except FileHeld as error:
+                print(f"warning: {error}; it keeps its last picture, and {self.log_path} has every loss",
+                      file=sys.stderr)
+
+
+def read_log(path, before_step):
+    """The rows of the loss log at path before before_step. A damaged log is read as far as it can be: rows that
+    are not five numbers are dropped, with one warning line; the log is a record, the checkpoint holds the run."""
+    if not os.path.exists(path):
+        return []
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; move it out of the way, or choose another --out_dir")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    rows, dropped = [], 0
+    for line in lines[1:] if lines and lines[0] == LOG_HEADER else lines:
+        fields = line.split(",")
+        try:
+            step, _ = int(fields[0]), [float(x) for x in fields[1:]]
+            ok = len(fields) == 5
+        except ValueError:
+            ok = False
+        if not ok:
+            dropped += 1
+        elif step < before_step:
+            rows.append(line)
+    if dropped or lines[:1] != [LOG_HEADER]:
+        print(f"warning: {path} is damaged: {dropped} unreadable row(s) dropped, {len(rows)} kept; "
+              "training goes on and rewrites it at the next evaluation", file=sys.stderr)
+    return rows
 
 
 def out_of_memory(error):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("bigram", "v2", "gpt2")
@@ -71,3 +72,38 @@ def run_subprocess(script, argv, cwd=None, timeout=120, **kwargs):
 def eval_lines(output):
     """The `step N: train loss X, val loss Y` lines of a run's output."""
     return [line for line in output.splitlines() if line.startswith("step ")]
+
+
+def val_losses(output):
+    """The val losses of a run's `step N: train loss X, val loss Y` lines."""
+    return [float(line.rsplit(" ", 1)[1]) for line in eval_lines(output)]
+
+
+def ctrl_c_after(monkeypatch, step):
+    """Press Ctrl-C once, in this process, the moment training step `step` is done: the progress bar of every
+    script's Run counts the steps (it starts at the resumed step), and the KeyboardInterrupt comes from there."""
+    update, pressed = tqdm.tqdm.update, []
+
+    def update_then_press(bar, n=1):
+        shown = update(bar, n)
+        if bar.n >= step + 1 and not pressed:
+            pressed.append(step)
+            raise KeyboardInterrupt
+        return shown
+    monkeypatch.setattr(tqdm.tqdm, "update", update_then_press)
+
+
+OUT_OF_MEMORY = {  # what each device raises when it runs out of memory; MPS raises a plain RuntimeError
+    "CUDA": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    "MPS": lambda: RuntimeError("MPS backend out of memory (MPS allocated: 17.05 GB, other allocations: 1.53 GB, "
+                                "max allowed: 18.13 GB). Tried to allocate 256.00 MB on private pool. Use "
+                                "PYTORCH_MPS_HIGH_WATERMARK_RATIO=0.0 to disable upper limit for memory allocations "
+                                "(may cause system failure)."),
+}
+
+
+def out_of_memory_in_the_loss(monkeypatch, device):
+    """Every loss computed from now on runs out of memory, as device (CUDA or MPS) does."""
+    def out_of_memory(*args, **kwargs):
+        raise OUT_OF_MEMORY[device]()
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", out_of_memory)

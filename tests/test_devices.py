@@ -7,7 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import SCRIPTS, eval_lines, import_script, run_in_process, tiny_args
+from conftest import (
+    SCRIPTS,
+    ctrl_c_after,
+    eval_lines,
+    import_script,
+    out_of_memory_in_the_loss,
+    run_in_process,
+    tiny_args,
+    val_losses,
+)
 
 gpt2 = import_script("gpt2")
 
@@ -101,9 +110,9 @@ def test_compile_only_where_triton_can_work(gpu, monkeypatch, requested, dev, ca
 FORWARD_BACKWARD, MICRO_BATCHES, STEPPED = gpt2.forward_backward, gpt2.micro_batches, gpt2.Run.stepped
 
 
-def float16_run(tmp_path, text_file, capsys, monkeypatch, name, *extra, overflow_at=None, interrupt_at=None):
+def float16_run(tmp_path, text_file, capsys, monkeypatch, name, *extra, overflow_at=None, ctrl_c_after_step=None):
     """A tiny gpt2.py --dtype=float16 run in this process: (exit code, output, the weights after each step).
-    overflow_at: the step whose gradients get an inf; interrupt_at: the step at which Ctrl-C is pressed."""
+    overflow_at: the step whose gradients get an inf; ctrl_c_after_step: the step after which Ctrl-C is pressed."""
     now, weights = {}, {}
 
     def micro_batches(data, cfg, step, *args):
@@ -111,8 +120,6 @@ def float16_run(tmp_path, text_file, capsys, monkeypatch, name, *extra, overflow
         return MICRO_BATCHES(data, cfg, step, *args)
 
     def forward_backward(model, micro_batches, autocast, scaler, ddp=False):
-        if now["step"] == interrupt_at:
-            raise KeyboardInterrupt
         loss = FORWARD_BACKWARD(model, micro_batches, autocast, scaler, ddp)
         if now["step"] == overflow_at:
             next(model.parameters()).grad[0, 0] = float("inf")
@@ -124,6 +131,8 @@ def float16_run(tmp_path, text_file, capsys, monkeypatch, name, *extra, overflow
     monkeypatch.setattr(gpt2, "micro_batches", micro_batches)
     monkeypatch.setattr(gpt2, "forward_backward", forward_backward)
     monkeypatch.setattr(gpt2.Run, "stepped", stepped)
+    if ctrl_c_after_step is not None:
+        ctrl_c_after(monkeypatch, ctrl_c_after_step)
     argv = tiny_args("gpt2", tmp_path / name, text_file, "--dtype=float16", "--max_iters=40", "--eval_interval=20",
                      *extra)
     code = 0
@@ -140,7 +149,7 @@ def test_float16_on_the_cpu_trains_and_skips_a_step_whose_gradients_overflowed(t
     code, output, weights = float16_run(tmp_path, text_file, capsys, monkeypatch, "run", overflow_at=5)
     assert code == 0, output
     assert "precision: float16 autocast + gradient scaler (--dtype=float16)" in output
-    losses = [float(line.rsplit(" ", 1)[1]) for line in eval_lines(output)]
+    losses = val_losses(output)
     assert losses[-1] < losses[0] - 0.1  # the val loss falls
     unchanged = [step for step in range(1, 40) if all(torch.equal(a, b) for a, b in zip(weights[step - 1],
                                                                                           weights[step], strict=True))]
@@ -156,7 +165,7 @@ def test_float16_resumes_exactly_with_the_scalers_state(tmp_path, text_file, cap
     code, uninterrupted, _ = float16_run(tmp_path, text_file, capsys, monkeypatch, "whole", overflow_at=5)
     assert code == 0, uninterrupted
     code, output, _ = float16_run(tmp_path, text_file, capsys, monkeypatch, "resumed", overflow_at=5,
-                                  interrupt_at=25)  # Ctrl-C after the checkpoint of step 20
+                                  ctrl_c_after_step=24)  # after the checkpoint of step 20
     assert code == 130, output
     saved = torch.load(tmp_path / "resumed" / "out" / "gpt2" / "ckpt.pt", weights_only=True)
     assert saved["step"] == 20 and saved["scaler"]["scale"] == 2.0 ** 15
@@ -173,7 +182,7 @@ def test_a_checkpoint_without_a_scaler_resumes_in_float16(tmp_path, text_file, c
     assert code == 0, output
     path = tmp_path / "run" / "out" / "gpt2" / "ckpt.pt"
     checkpoint = torch.load(path, weights_only=True)
-    del checkpoint["scaler"]  # as checkpoints from before float16 runs were saved with it
+    del checkpoint["scaler"]  # a checkpoint without the scaler's entry, e.g. one another program wrote
     torch.save(checkpoint, path)
     code, output, _ = float16_run(tmp_path, text_file, capsys, monkeypatch, "run", "--resume", "--max_iters=30")
     assert code == 0, output
@@ -216,22 +225,16 @@ def test_attention_inputs_are_made_contiguous_on_mps_only():
     assert all(a is b for a, b in zip(gpt2.contiguous_on_mps(q, k), (q, k), strict=True))  # CUDA and CPU: untouched
 
 
-MPS_OUT_OF_MEMORY = ("MPS backend out of memory (MPS allocated: 17.05 GB, other allocations: 1.53 GB, max allowed: "
-                     "18.13 GB). Tried to allocate 256.00 MB on private pool. Use PYTORCH_MPS_HIGH_WATERMARK_RATIO=0.0 "
-                     "to disable upper limit for memory allocations (may cause system failure).")
-
-
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_mps_out_of_memory_suggests_a_smaller_batch_as_cuda_does(script, tmp_path, text_file, capsys, monkeypatch):
-    def out_of_memory(*args, **kwargs):
-        raise RuntimeError(MPS_OUT_OF_MEMORY)  # what MPS raises: a plain RuntimeError
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", out_of_memory)
+@pytest.mark.parametrize("device", ["CUDA", "MPS"])
+def test_out_of_memory_suggests_a_smaller_batch(script, device, tmp_path, text_file, capsys, monkeypatch):
+    out_of_memory_in_the_loss(monkeypatch, device)
     code, out, err = run_in_process(script, tiny_args(script, tmp_path, text_file), capsys, monkeypatch)
     assert code == 2
-    last = err.splitlines()[-1]
+    last = err.splitlines()[-1]  # after the progress bar's lines
     more = " with more --grad_accum_steps (the same global batch)" if script == "gpt2" else ""
-    assert last == f"error: MPS ran out of memory with --batch_size=4; try a smaller --batch_size{more}"
-    assert "Traceback" not in out + err
+    assert last == f"error: {device} ran out of memory with --batch_size=4; try a smaller --batch_size{more}"
+    assert err.count("error:") == 1 and "Traceback" not in out + err
 
 
 def test_another_runtime_error_is_a_bug_and_keeps_its_traceback(tmp_path, text_file, capsys, monkeypatch):

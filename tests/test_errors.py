@@ -189,7 +189,8 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
     *[(f"learning-rate-{lr}", SCRIPTS, lambda m, lr=lr: m.args(f"--learning_rate={lr}"),
        ["--learning_rate must be a finite positive number"]) for lr in LEARNING_RATES],
     # sampling
-    ("sample-before-training", SCRIPTS, lambda m: m.args("--sample"), ["no saved model", "python {script}.py"]),
+    ("sample-before-training", SCRIPTS, lambda m: m.args("--sample"),
+     ["no saved model", "train one first with: python ", "{script}.py --out_dir="]),
     ("prompt-outside-the-vocabulary", SCRIPTS,
      lambda m: m.checkpoint(m.trained_checkpoint(), "--sample", "--prompt=ROMEO@"),
      ["not in the model's vocabulary", "'@EMOR'"]),
@@ -247,7 +248,7 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
     ("attention-png-without-sample", MODELS, lambda m: m.args("--attention_png=att.png"),
      ["--attention_png draws the attention of a saved model", "add --sample"]),
     ("attention-png-before-training", MODELS, lambda m: m.args("--sample", "--attention_png=att.png"),
-     ["no saved model", "python {script}.py"]),
+     ["no saved model", "train one first with: python ", "{script}.py --out_dir="]),
     ("attention-png-without-matplotlib", MODELS,
      lambda m: m.monkeypatch.setitem(sys.modules, "matplotlib", None)
      or m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.tmp_path / 'att.png'}"),

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import TEXT, eval_lines, import_script, run_in_process, tiny_args
+from conftest import TEXT, ctrl_c_after, eval_lines, import_script, run_in_process, tiny_args, val_losses
 from test_distributed import STEPS, torchrun
 
 gpt2 = import_script("gpt2")
@@ -31,10 +31,6 @@ def finetune(base, tmp_path, capsys, monkeypatch, *extra, text=None):
     argv = tiny_args("gpt2", tmp_path, text or base / "text.txt", f"--init_from={base / 'pre'}",
                      "--learning_rate=3e-4", *extra)
     return run_in_process("gpt2", argv, capsys, monkeypatch)
-
-
-def val_losses(out):
-    return [float(line.rsplit(" ", 1)[1]) for line in eval_lines(out)]
 
 
 def test_finetuning_starts_from_the_pretrained_weights_not_from_ln_vocab_size(pretrained, tmp_path, capsys,
@@ -89,18 +85,9 @@ def test_a_finetuning_run_resumes_exactly_from_its_own_checkpoint(pretrained, tm
     shutil.copytree(pretrained / "pre", pretrained_copy)
     argv = tiny_args("gpt2", tmp_path / "resumed", pretrained / "text.txt", f"--init_from={pretrained_copy}",
                      "--learning_rate=3e-4", f"--max_iters={2 * k}", f"--eval_interval={k}")
-    micro_batches = gpt2.micro_batches
-
-    def ctrl_c_after_step_k(data, cfg, step, *args):
-        if step == k + 1:
-            raise KeyboardInterrupt
-        return micro_batches(data, cfg, step, *args)
-    monkeypatch.setattr(gpt2, "micro_batches", ctrl_c_after_step_k)
-    with pytest.raises(SystemExit) as stopped:
-        gpt2.main(argv)
-    assert stopped.value.code == 130
-    capsys.readouterr()
-    monkeypatch.undo()
+    ctrl_c_after(monkeypatch, k)
+    code, _, err = run_in_process("gpt2", argv, capsys, monkeypatch)
+    assert code == 130, err
     shutil.rmtree(pretrained_copy)  # the resumed run needs only its own checkpoint
     argv = tiny_args("gpt2", tmp_path / "resumed", pretrained / "text.txt", f"--max_iters={2 * k}",
                      f"--eval_interval={k}", "--resume")  # without --init_from

@@ -2,6 +2,7 @@
 
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from conftest import ROOT, SCRIPTS, eval_lines, import_script, run_in_process, tiny_args
+from conftest import ROOT, SCRIPTS, ctrl_c_after, eval_lines, import_script, run_in_process, tiny_args
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -125,9 +126,8 @@ def test_a_resumed_run_prints_the_losses_of_an_uninterrupted_one(script, tmp_pat
     assert [line.split(":")[0] for line in uninterrupted] == ["step 0", f"step {k}", f"step {2 * k}"]
 
     if script == "gpt2":  # its learning rate depends on max_iters: stop the same run with Ctrl-C, as a user would
-        with running(script, args("resumed"), tmp_path / "run") as proc:
-            ctrl_c_after_checkpoint(proc, tmp_path / "resumed" / "out" / script / "ckpt.pt", k)
-            code, _, err = finish(proc, tmp_path / "run")
+        ctrl_c_after(monkeypatch, k + 1)  # after the checkpoint of step k
+        code, _, err = run_in_process(script, args("resumed"), capsys, monkeypatch)
         assert code == 130, err
     else:  # a constant learning rate: a shorter run, then more steps
         code, _, err = run_in_process(script, args("resumed", f"--max_iters={k}"), capsys, monkeypatch)
@@ -136,3 +136,47 @@ def test_a_resumed_run_prints_the_losses_of_an_uninterrupted_one(script, tmp_pat
     assert code == 0, err
     assert f"resuming from step {k}" in out
     assert eval_lines(out) == uninterrupted[1:]  # step k, evaluated again, then step 2k
+
+
+def printed_command(err):
+    """The command after `continue with: ` on the last line of stderr, as the words a shell would pass on."""
+    return shlex.split(err.splitlines()[-1].split("continue with: ", 1)[1])
+
+
+def test_the_printed_resume_command_resumes_the_run_in_its_own_folder(tmp_path, text_file):
+    out_dir = tmp_path / "my notes"  # not the default, and with a space: the command must carry it, quoted
+    argv = tiny_args("v2", tmp_path, text_file, "--max_iters=100000", "--eval_interval=50", f"--out_dir={out_dir}")
+    with running("v2", argv, tmp_path / "run") as proc:
+        ctrl_c_after_checkpoint(proc, out_dir / "ckpt.pt", 50)
+        code, _, err = finish(proc, tmp_path / "run")
+    assert code == 130, err
+    words = printed_command(err)
+    assert words[0] == "python" and words[1].endswith("v2.py") and "--resume" in words
+    assert f"--out_dir={out_dir}" in words
+    saved = saved_step(out_dir / "ckpt.pt")
+    with running("v2", words[2:], tmp_path / "run") as proc:  # the command as pasted, in the same folder
+        wait_until(lambda: f"step {saved}: " in (tmp_path / "run" / "stdout.txt").read_text(), proc)  # evaluated
+        proc.send_signal(signal.SIGINT)
+        code, out, err = finish(proc, tmp_path / "run")
+    assert code == 130, err
+    assert f"resuming from step {saved} " in out
+    assert printed_command(err) == words  # the same command again
+    assert saved_step(out_dir / "ckpt.pt") >= saved and not (tmp_path / "run" / "out").exists()
+
+
+@pytest.mark.parametrize("environment, launcher", [
+    ({}, ["python"]),
+    ({"RANK": "0", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}, ["torchrun", "--standalone", "--nproc_per_node=4"]),
+    ({"RANK": "1", "WORLD_SIZE": "2"}, ["torchrun", "--standalone", "--nproc_per_node=2"]),
+])
+def test_printed_commands_carry_the_folders_and_the_launcher(environment, launcher, monkeypatch):
+    gpt2 = import_script("gpt2")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["gpt2.py"])
+    cfg = {**gpt2.HYPERPARAMETERS, "out_dir": "runs/a b", "input_file": "my text.txt"}
+    assert shlex.split(gpt2.command(cfg, "--resume")) == [*launcher, "gpt2.py", "--resume", "--out_dir=runs/a b",
+                                                          "--input_file=my text.txt"]
+    assert shlex.split(gpt2.command(gpt2.HYPERPARAMETERS)) == [*launcher, "gpt2.py"]  # the defaults go without saying

@@ -605,15 +605,3 @@ def test_a_matplotlib_that_fails_to_import_is_named_with_its_reason_and_the_run_
     assert "matplotlib is installed but does not import" in line and "numpy.core.multiarray failed to import" in line
     assert "pip install --upgrade matplotlib" in line
     assert not (tmp_path / "out" / script / "loss.png").exists()
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_cuda_out_of_memory_suggests_a_smaller_batch(script, cli, monkeypatch):
-    def out_of_memory(*args, **kwargs):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", out_of_memory)
-    code, out, err = cli(script)
-    assert code == 2
-    last = err.splitlines()[-1]  # after the progress bar's lines
-    assert last.startswith("error: CUDA ran out of memory") and "--batch_size" in last
-    assert err.count("error:") == 1 and "Traceback" not in out + err
