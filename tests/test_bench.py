@@ -2,11 +2,16 @@
 its device choices are gpt2.py's; its ladder rungs sample; --script times a copy of a lesson; its refusals are
 one line."""
 
+import contextlib
 import functools
+import io
 import math
 import os
 import re
+import runpy
 import shutil
+import sys
+import time
 
 import pytest
 import torch
@@ -28,15 +33,38 @@ def bench(argv, capsys, monkeypatch):
     return run_in_process("bench", argv, capsys, monkeypatch)
 
 
+def run_here(monkeypatch, argv):
+    """bench.run_process, in this process: `python script.py args` or `python -c code`, from the repository root;
+    a script's refusal is bench.py's UserError, as in run_process. Saves a Python start-up per run."""
+    bench_module = import_script("bench")
+    monkeypatch.chdir(ROOT)
+    out, err, code, t0 = io.StringIO(), io.StringIO(), 0, time.time()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if argv[1] == "-c":
+                exec(argv[2], {})
+            else:
+                monkeypatch.setattr(sys, "argv", argv[1:])
+                runpy.run_path(os.path.join(ROOT, argv[1]), run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code
+    if code == 2 and err.getvalue().startswith("error: "):
+        raise bench_module.UserError(err.getvalue().strip().removeprefix("error: "))
+    assert code in (0, None), err.getvalue()[-2000:]
+    wall = time.time() - t0
+    return wall, [(wall, line) for line in out.getvalue().splitlines()]
+
+
 def quick_bench(tmp_path, sections, capsys, monkeypatch, *extra):
-    """`python bench.py --quick --only=sections` on a small text: its output; its files in tmp_path."""
+    """`python bench.py --quick --only=sections` on a small text, its scripts run in this process: its output; its
+    files in tmp_path."""
     text = tmp_path / "text.txt"
     text.write_text(TEXT, encoding="utf-8")
-    argv = ["--quick", "--device=cpu", f"--only={','.join(sections)}", f"--input_file={text}",
-            f"--save_dir={tmp_path}", *extra]
-    code, out, err = bench(argv, capsys, monkeypatch)
-    assert code == 0, err[-3000:]
-    return out
+    bench_module = import_script("bench")
+    monkeypatch.setattr(bench_module, "run_process", functools.partial(run_here, monkeypatch))
+    bench_module.main(["--quick", "--device=cpu", f"--only={','.join(sections)}", f"--input_file={text}",
+                       f"--save_dir={tmp_path}", *extra])
+    return capsys.readouterr().out
 
 
 def test_quick_bench_covers_every_section_in_these_tests():
@@ -181,8 +209,10 @@ def test_script_times_a_copy_against_the_original_in_turn_with_the_same_settings
     (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
     argv = [f"--script={copy}", "--rounds=2", "--device=cpu", f"--input_file={tmp_path / 'text.txt'}",
             "--max_iters=10", "--eval_interval=5", "--eval_train_windows=8", "--block_size=8", "--seed=7"]
-    code, out, err = bench(argv, capsys, monkeypatch)
-    assert code == 0, err
+    bench_module = import_script("bench")
+    monkeypatch.setattr(bench_module, "run_process", functools.partial(run_here, monkeypatch))  # no start-ups
+    bench_module.main(argv)
+    out = capsys.readouterr().out
     order = re.findall(r"^(\S+), round (\d): best val (\S+), ", out, re.MULTILINE)
     assert [(name, n) for name, n, _ in order] == [("bigram.py", "1"), ("my_bigram.py", "1"),
                                                    ("my_bigram.py", "2"), ("bigram.py", "2")]  # in turn
