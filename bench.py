@@ -2,11 +2,13 @@
 
 python bench.py                   every section (minutes on a GPU; on a CPU gpt2.py's default run alone
                                   takes hours, so choose sections with --only)
-python bench.py --quick           tiny settings, a few minutes on a 2-core CPU: checks that everything runs
+python bench.py --quick           tiny settings: checks that every section runs
 python bench.py --only=v2,video-v2 --device=cpu     some sections only
 python bench.py --plot            the three lessons' val loss against time, from out/<script>/losses.csv
 python bench.py --only=ladder --device=cpu --save_dir=runs      the ladder, its chart in runs/ladder/ladder.png
+python bench.py --sample_rung=runs/ladder/3-multi-head-attention --prompt="ROMEO:"     sample a ladder rung
 python bench.py --only=ex3 --device=cpu --save_dir=runs         the third exercise: pretrain, finetune, compare
+python bench.py --script=my_v2.py --max_iters=2000              your copy of a lesson against the original, in turn
 
 Sections: bigram, v2, gpt2 (each script's default run, timed as a whole process), gpt2-fp16 (gpt2.py's
 default run in float16 with a gradient scaler, as on a T4 or a V100), laptop (gpt2.py
@@ -19,7 +21,8 @@ video's third exercise: gpt2.py pretrained on another text, then finetuned on ti
 --init_from, beside a run from scratch of the same steps).
 The video-style baselines use v2.py's model, which is the video's (one module per head, a mask buffer, a
 masked softmax); only what the video does differently is here: its evaluation (200 random batches per split
-every 100 steps), its get_batch and plain AdamW.
+every 100 steps), its get_batch and plain AdamW. Precision, compilation, fused AdamW and the sampling device
+are gpt2.py's own choices for the device (choose_precision, choose_compile, fused_adamw, sampling_device).
 """
 
 import argparse
@@ -29,7 +32,7 @@ import functools
 import os
 import platform
 import re
-import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,26 +41,41 @@ import time
 import torch
 from torch import nn
 
+import bigram
+import gpt2
+import v2
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
+LESSONS = {"bigram": bigram, "v2": v2, "gpt2": gpt2}
 SECTIONS = ("bigram", "v2", "gpt2", "gpt2-fp16", "laptop", "laptop-3min", "sampling", "video-v2", "video-gpt2",
             "ladder", "ex3")
 LAPTOP_3MIN = "--block_size=64 --batch_size=32 --learning_rate=3e-3 --min_lr=3e-4 --time_budget=180"
-TINY_GPT = "--n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=8 --eval_interval=25"
-QUICK = {  # tiny settings for --quick: seconds each on a 2-core CPU
-    "bigram": "--max_iters=100 --eval_interval=50",
-    "v2": "--max_iters=100 --eval_interval=50",
-    "gpt2": TINY_GPT + " --max_iters=50",
-    "gpt2-fp16": TINY_GPT + " --max_iters=50",
-    "laptop": TINY_GPT + " --time_budget=4",
-    "laptop-3min": TINY_GPT + " --time_budget=4",
-    "ladder": "--max_iters=20 --eval_interval=10",
+TINY_GPT = ("--n_layer=1 --n_head=2 --n_embd=32 --block_size=32 --batch_size=4 --eval_interval=5 "
+            "--eval_train_windows=16 --max_val_windows=64")
+QUICK = {  # tiny settings for --quick: every section runs, its figures mean nothing
+    "bigram": "--max_iters=20 --eval_interval=10 --eval_train_windows=16",
+    "v2": "--max_iters=20 --eval_interval=10 --eval_train_windows=16",
+    "gpt2": TINY_GPT + " --max_iters=10",
+    "gpt2-fp16": TINY_GPT + " --max_iters=10",
+    "laptop": TINY_GPT + " --time_budget=1",
+    "laptop-3min": TINY_GPT + " --time_budget=1",
+    "ladder": "--max_iters=10 --eval_interval=5 --eval_train_windows=16",
 }
+SAMPLING = ("prompt", "max_new_tokens", "temperature", "top_k", "seed")  # v2.py's settings --sample_rung takes
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, `error: ...`, exit code 2, without a traceback."""
+
+
+def is_user_error(error):
+    """bench.py's UserError, or a lesson script's, raised by a function of it that bench.py called."""
+    return isinstance(error, UserError) or any(isinstance(error, lesson.UserError) for lesson in LESSONS.values())
 
 
 def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
     """The video's v2 training script (batch 16, block 32, 4 x 64 wide, lr 1e-3) with v2.py's model, which is the
     video's: only what differs from v2.py is here (its get_batch and its 200-batch estimate_loss, plain AdamW)."""
-    import v2
     torch.manual_seed(1337)
     batch_size, block_size = 16, 32
     with open(input_file, encoding="utf-8") as f:
@@ -119,29 +137,45 @@ def run_process(argv):
     """Run a command from the repository root: (wall seconds, [(seconds since launch, stdout line)]).
 
     Lines are timestamped as they arrive, so the time to a val loss counts the whole process:
-    Python's start-up, imports and compilation included. A failure stops the bench.
+    Python's start-up, imports and compilation included. A script's refusal (its one `error: ...` line, exit
+    code 2) becomes bench.py's own; any other failure stops the bench with the end of what it printed.
     """
     t0 = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                encoding="utf-8", errors="replace")
         lines = [(time.time() - t0, line.rstrip("\n")) for line in proc.stdout]
         proc.wait()
         wall = time.time() - t0
         if proc.returncode != 0:
             err.seek(0)
-            sys.exit(f"bench: {' '.join(argv)} failed:\n{err.read()[-2000:]}")
+            message = err.read()
+            last = re.split(r"[\r\n]+", message.strip())[-1] if message.strip() else ""
+            if proc.returncode == 2 and last.startswith("error: "):  # the tqdm bar may share its line: \r splits
+                raise UserError(last.removeprefix("error: "))
+            sys.exit(f"bench: {' '.join(argv)} failed (exit code {proc.returncode}):\n{message[-2000:]}")
     return wall, lines
 
 
 def read_losses(path):
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    """The rows of a loss log, each {column: float}; a damaged or empty log is a UserError naming it."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder, not a loss log; remove it, or run the script again")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path} is damaged ({type(error).__name__}: {error}); run the script again "
+                        "to write a new one") from None
+    if not rows or not all({"step", "val_loss", "elapsed_s"} <= set(row) for row in rows):
+        raise UserError(f"{path} holds no evaluation (step, val_loss, elapsed_s); run the script again")
+    return rows
 
 
 def bench_script(script, section, device, quick, target, work_dir, input_file):
     """One whole-process run of a lesson script; its figures from the process's clock and its loss log."""
-    module = __import__(script)
+    module = LESSONS[script]
     recipe = module.LAPTOP_RECIPE if section.startswith("laptop") else ""
     if section == "gpt2-fp16":  # the precision a T4 or a V100 trains in, on this GPU
         recipe = "--dtype=float16"
@@ -149,11 +183,10 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
         recipe += " " + LAPTOP_3MIN
     overrides = recipe.split() + (QUICK[section] if quick else "").split()
     out_dir = os.path.join(work_dir, section)
-    argv = [sys.executable, f"{script}.py", *overrides, f"--out_dir={out_dir}", "--max_new_tokens=0"]
+    argv = [sys.executable, f"{script}.py", *overrides, f"--out_dir={out_dir}", "--max_new_tokens=0",
+            f"--device={device}"]
     if input_file:
         argv.append(f"--input_file={input_file}")
-    if device:
-        argv.append(f"--device={device}")
     wall, lines = run_process(argv)
     rows = read_losses(os.path.join(out_dir, "losses.csv"))
     cfg = {**module.HYPERPARAMETERS, **module.parse_command_line(overrides, module.HYPERPARAMETERS)}
@@ -165,14 +198,12 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
                                                                            - later[0]["elapsed_s"])
     evals = [(t, float(m.group(1))) for t, line in lines if (m := re.match(r"step \d+: .*val loss (\S+)", line))]
     reached = next((t for t, val in evals if val <= target), None) if target else None
-    device_used = next(line for _, line in lines if line.startswith("using device: ")).split()[2]
     command = f"python {script}.py {' '.join(overrides)}".strip()
     mfu = None
-    if script == "gpt2" and device_used.startswith("cuda"):  # model FLOPs utilisation, as gpt2.py computes it
-        peak = module.peak_flops(device_used)
-        model = module.build_model(cfg, 65)
-        mfu = module.flops_per_token(model) * speed / peak if peak else None
-    return {"script": f"{script}.py", "device": describe(device_used), "command": command, "steps": steps,
+    if script == "gpt2" and device.startswith("cuda"):  # model FLOPs utilisation, as gpt2.py computes it
+        peak = gpt2.peak_flops(device)
+        mfu = gpt2.flops_per_token(gpt2.build_model(cfg, 65)) * speed / peak if peak else None
+    return {"script": f"{script}.py", "device": describe(device), "command": command, "steps": steps,
             "wall": wall, "per_step": wall / max(1, steps), "tok_s": speed,
             "best_val": min(r["val_loss"] for r in rows), "final_val": rows[-1]["val_loss"],
             "to_target": reached, "mfu": mfu, "out_dir": out_dir}
@@ -186,53 +217,66 @@ def describe(device):
     return device
 
 
-def throughput(model, optimizer, batch, steps, autocast):
-    """Training tokens per second of (model, optimizer) on one batch shape, after one warm-up step."""
-    x, y = batch
+def throughput(model, optimizer, cfg, dev, steps, autocast, scaler=None):
+    """Training tokens per second of (model, optimizer) on one batch of cfg's shape, after one warm-up step."""
+    x, y = [torch.randint(65, (cfg["batch_size"], cfg["block_size"])).to(dev) for _ in range(2)]
     for i in range(steps + 1):
         if i == 1:
             sync(x.device)
             t0 = time.time()
         with autocast:
             _, loss = model(x, y)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # as gpt2.py steps: a float16 loss is scaled, and the step skipped if a gradient overflowed
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         optimizer.zero_grad(set_to_none=True)
     sync(x.device)
     return steps * x.numel() / (time.time() - t0)
 
 
 def sync(device):
+    """Wait for the device's queued work, so that a clock reading counts it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def gpt2_choices(device):
+    """What gpt2.py trains with on this device: (dtype, use torch.compile, fused AdamW), from its own functions."""
+    dtype, _ = gpt2.choose_precision("auto", device)
+    use_compile, _ = gpt2.choose_compile(True, device)  # --compile left at its default, as `python gpt2.py` runs
+    return dtype, use_compile, gpt2.fused_adamw(device)
 
 
 def bench_video_gpt2(device, quick, dropout):
-    """Training throughput of the video's model (v2.py's, at gpt2.py's size) and of gpt2.py's, same batch."""
+    """Training throughput of the video's model (v2.py's, at gpt2.py's size) and of gpt2.py's, same batch; gpt2.py's
+    model with the precision, compilation and AdamW gpt2.py would choose on this device."""
     import contextlib
-
-    import gpt2
-    import v2
     cfg = {**gpt2.HYPERPARAMETERS, "dropout": dropout}
     if quick:
-        cfg.update(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8)
-    steps = 4 if device == "cpu" else 50
+        cfg.update(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4)
+    steps = 2 if quick else 4 if device == "cpu" else 50
     dev = torch.device(device)
-    batch = [torch.randint(65, (cfg["batch_size"], cfg["block_size"]), device=dev) for _ in range(2)]
     torch.manual_seed(0)
     video = v2.build_model(cfg, 65).to(dev)
-    video_speed = throughput(video, torch.optim.AdamW(video.parameters(), lr=1e-4), batch, steps,
+    video_speed = throughput(video, torch.optim.AdamW(video.parameters(), lr=1e-4), cfg, dev, steps,
                              contextlib.nullcontext())
+    dtype, use_compile, fused = gpt2_choices(device)
     model = gpt2.build_model(cfg, 65).to(dev)
-    optimizer = gpt2.configure_optimizer(model, {**cfg, "learning_rate": 1e-4}, fused=True)
-    cuda = dev.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    ours = torch.compile(model) if cuda else model
-    ours_speed = throughput(ours, optimizer, batch, steps, autocast)
+    optimizer = gpt2.configure_optimizer(model, {**cfg, "learning_rate": 1e-4}, fused=fused)
+    ours = torch.compile(model) if use_compile else model
+    ours_speed = throughput(ours, optimizer, cfg, dev, steps, gpt2.autocast_context(dtype, device),
+                            gpt2.gradient_scaler(dtype, device))
     flops = gpt2.flops_per_token(model)
     n_video = sum(p.numel() for p in video.parameters()) / 1e6
     n_ours = sum(p.numel() for p in model.parameters()) / 1e6
-    recipe = "bf16 autocast, torch.compile, fused AdamW" if cuda else "float32, fused attention and AdamW"
+    recipe = ", ".join([gpt2.PRECISION_NAMES[dtype], "fused attention"] + ["torch.compile"] * use_compile
+                       + ["fused AdamW" if fused else "AdamW"])
     return [
         (f"video-style ({n_video:.1f}M), dropout {dropout}", "float32, per-head modules, masked softmax",
          video_speed, flops * video_speed / 1e9),
@@ -242,10 +286,9 @@ def bench_video_gpt2(device, quick, dropout):
 
 def bench_sampling(device, quick, n_tokens):
     """New tokens per second from gpt2.py's model with and without the key/value cache."""
-    import gpt2
     cfg = dict(gpt2.HYPERPARAMETERS)
     if quick:
-        cfg.update(n_layer=2, n_head=2, n_embd=64, block_size=64)
+        cfg.update(n_layer=1, n_head=2, n_embd=32, block_size=32)
     dev = torch.device(device)
     torch.manual_seed(0)
     model = gpt2.build_model(cfg, 65).to(dev).eval()
@@ -255,7 +298,8 @@ def bench_sampling(device, quick, n_tokens):
         model.generate(idx, 8, use_cache=use_cache)  # warm-up
         sync(dev)
         t0 = time.time()
-        model.generate(idx, n_tokens, generator=torch.Generator(dev).manual_seed(0), use_cache=use_cache)
+        generator = torch.Generator(gpt2.sampling_device(dev)).manual_seed(0)  # where gpt2.py's sampling draws
+        model.generate(idx, n_tokens, generator=generator, use_cache=use_cache)
         sync(dev)
         result[use_cache] = n_tokens / (time.time() - t0)
     return result
@@ -276,8 +320,6 @@ LADDER = (  # (row name, the video's chapter, the val loss the video states ther
 def ladder_model(rung, cfg, vocab_size):
     """The model of one rung: bigram.py's model, then v2.py's GPTLanguageModel with its blocks swapped for the
     rung's body and its final LayerNorm left out, up to the last rung, which is v2.py's model as it stands."""
-    import bigram
-    import v2
     if rung == 0:
         return bigram.BigramLanguageModel(vocab_size)
     model = v2.build_model(cfg, vocab_size)
@@ -308,7 +350,6 @@ def train_like_v2(build, cfg, dev):
     import contextlib
     import io
 
-    import v2
     built, build_model = [], v2.build_model
 
     def build_rung(cfg, vocab_size):  # what v2.train builds, in place of its own model
@@ -330,7 +371,6 @@ def bench_ladder(device, quick, input_file, work_dir, save_dir):
     """Train every rung of the ladder with v2.py's settings and its train(); each rung's files (losses.csv,
     loss.png, ckpt.pt) in <save_dir or work_dir>/ladder/<n>-<rung>/, and the chart there too, with save_dir.
     Returns the markdown lines of the table."""
-    import v2
     overrides = v2.parse_command_line(QUICK["ladder"].split() if quick else [], v2.HYPERPARAMETERS)
     folder = os.path.join(save_dir or work_dir, "ladder")
     runs = []
@@ -339,6 +379,8 @@ def bench_ladder(device, quick, input_file, work_dir, save_dir):
         cfg = {**v2.HYPERPARAMETERS, **overrides, "input_file": input_file,
                "out_dir": os.path.join(folder, f"{rung + 1}-{slug}")}
         rows, model = train_like_v2(functools.partial(ladder_model, rung), cfg, device)
+        if rung < len(LADDER) - 1:  # the last rung is v2.py's own model: its checkpoint stays v2.py's
+            mark_rung(cfg["out_dir"], rung, name)
         runs.append((name, sum(p.numel() for p in model.parameters()), rows, rows[-1][3]))
         print(f"ladder: {name}: {rows[-1][3]:.1f} s, val {rows[-1][2]:.4f}", flush=True)
     if save_dir:
@@ -357,11 +399,52 @@ def bench_ladder(device, quick, input_file, work_dir, save_dir):
                     "the steps down each column, not the columns.", ""]
 
 
+def mark_rung(out_dir, rung, name):
+    """Give a rung's checkpoint its own identity: v2.py refuses it by name, and it says how it is sampled."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint.update(script="ladder", rung=rung, what=f"{name} (a ladder rung of bench.py)",
+                      sample_with=f"python bench.py --sample_rung={out_dir}")
+    v2.save_checkpoint(checkpoint, path)
+
+
+def load_rung(folder):
+    """The checkpoint of a ladder rung in folder (the last rung's is v2.py's own); anything else is a UserError."""
+    path = os.path.join(folder, "ckpt.pt")
+    if not os.path.isdir(folder):
+        raise UserError(f"--sample_rung={folder} is not a folder; pass a rung's folder, e.g. runs/ladder/2-...")
+    if not os.path.isfile(path):
+        raise UserError(f"no ladder rung in {folder} (no ckpt.pt); make the ladder first with: "
+                        "python bench.py --only=ladder --save_dir=runs")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"{path} is not a readable checkpoint ({type(error).__name__}); make the ladder again "
+                        "with: python bench.py --only=ladder --save_dir=runs") from None
+    found = checkpoint.get("script") if isinstance(checkpoint, dict) else None
+    if found not in ("ladder", "v2"):
+        raise UserError(f"{path} is not a ladder rung" + (f" (it is from {found}.py: sample it with python "
+                        f"{found}.py --sample --out_dir={folder})" if found in LESSONS else ""))
+    return checkpoint
+
+
+def sample_rung(folder, device, argv):
+    """--sample_rung: the rung saved in folder continues --prompt, with v2.py's sampling settings in argv."""
+    checkpoint = load_rung(folder)
+    settings = {name: v2.HYPERPARAMETERS[name] for name in SAMPLING}
+    cfg = {**v2.HYPERPARAMETERS, **checkpoint["config"], **v2.parse_command_line(argv, settings)}
+    v2.check_config(cfg)
+    dev = v2.pick_device(device)
+    chars = checkpoint["chars"]
+    model = ladder_model(checkpoint.get("rung", len(LADDER) - 1), cfg, len(chars)).to(dev)
+    v2.load_weights(model, checkpoint, os.path.join(folder, "ckpt.pt"))
+    print(checkpoint.get("what", f"{LADDER[-1][0]} (v2.py's own model, the ladder's last rung)"))
+    print(v2.generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
+
+
 def plot_ladder(runs, png_path, cfg):
     """Val loss against step, one line per rung of the ladder; the y axis spans the rungs' final losses."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = v2.import_pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.8))
     for rung, (name, _, rows, _) in enumerate(runs):
         ax.plot([r[0] for r in rows], [r[2] for r in rows], marker=".", label=f"{name}: {rows[-1][2]:.4f}",
@@ -375,8 +458,7 @@ def plot_ladder(runs, png_path, cfg):
     ax.grid(alpha=0.3)
     ax.legend(title="step of the ladder: final val loss", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)
+    v2.save_figure(fig, png_path)
     print(f"ladder chart in {png_path}")
 
 
@@ -384,66 +466,89 @@ def plot_ladder(runs, png_path, cfg):
 EX3 = {  # pretraining steps, then the finetuning (and from-scratch) steps and the finetuning learning rates
     "cpu": (6000, 500, "--learning_rate=3e-4 --min_lr=3e-5 --warmup_iters=50"),
     "cuda": (2000, 300, "--learning_rate=1e-4 --min_lr=1e-5 --warmup_iters=30"),
-    "quick": (60, 40, "--learning_rate=3e-4 --min_lr=3e-5 --warmup_iters=5"),
+    "quick": (20, 10, "--learning_rate=3e-4 --min_lr=3e-5 --warmup_iters=2"),
 }
 
 
-def write_pretraining_text(path, max_chars=0):
-    """A text of several megabytes with no line of tiny Shakespeare, rebuilt offline from the Python running this:
-    the docstrings and comments of its standard library, in printable ASCII (so that it has every character of
-    tiny Shakespeare, and a few more). max_chars > 0 stops early. Returns (characters, sha256 of the text)."""
-    import ast
-    import hashlib
-    import io
-    import string
+def stdlib_sources():
+    """(path, source) of every .py file of the standard library running this, in a fixed order."""
     import sysconfig
-    import tokenize
-    parts, size = [], 0
     for folder, subfolders, files in os.walk(sysconfig.get_paths()["stdlib"]):
         subfolders[:] = sorted(name for name in subfolders if name not in ("site-packages", "__pycache__"))
         for name in sorted(name for name in files if name.endswith(".py")):
+            path = os.path.join(folder, name)
             try:
-                with open(os.path.join(folder, name), encoding="utf-8") as f:
-                    source = f.read()
-                nodes = ast.walk(ast.parse(source))
-                tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-            except (SyntaxError, UnicodeDecodeError, ValueError, tokenize.TokenError):
-                continue  # the standard library's own tests hold a few files that are broken on purpose
-            docstrings = [ast.get_docstring(node) for node in nodes if isinstance(
-                node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
-            comments = [t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT]
-            found = [d for d in docstrings if d and len(d) > 40] + ["\n".join(c for c in comments if len(c) > 20)]
-            parts += found
-            size += sum(map(len, found))
-            if max_chars and size >= max_chars:
-                break
+                with open(path, encoding="utf-8") as f:
+                    yield path, f.read()
+            except (UnicodeDecodeError, OSError):
+                continue
+
+
+def prose_of(source):
+    """The docstrings (over 40 characters) and the comments (over 20) of a Python source, as a list of texts."""
+    import ast
+    import io
+    import tokenize
+    try:
+        nodes = ast.walk(ast.parse(source))
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (SyntaxError, ValueError, tokenize.TokenError):
+        return []  # the standard library's own tests hold a few files that are broken on purpose
+    docstrings = [ast.get_docstring(node) for node in nodes if isinstance(
+        node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+    comments = [t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT]
+    return [d for d in docstrings if d and len(d) > 40] + ["\n".join(c for c in comments if len(c) > 20)]
+
+
+def pretraining_text(max_chars=0):
+    """The standard library's prose in printable ASCII (every character of tiny Shakespeare, and a few more);
+    max_chars > 0 stops after the file that reaches it."""
+    import string
+    parts, size = [], 0
+    for _, source in stdlib_sources():
+        found = [p for p in prose_of(source) if p]
+        parts += found
+        size += sum(map(len, found))
         if max_chars and size >= max_chars:
             break
     printable = set(string.printable) - set("\t\r\x0b\x0c")
-    text = "".join(c for c in "\n\n".join(p.replace("\t", "    ") for p in parts if p) if c in printable) + "\n"
-    sys.path.insert(0, ROOT)
-    import v2
-    v2.check_input_file(os.path.join(ROOT, "input.txt"))  # tiny Shakespeare, to check against (downloaded if missing)
-    with open(os.path.join(ROOT, "input.txt"), encoding="utf-8") as f:
-        shared = [line for line in set(f.read().splitlines()) if len(line) >= 30 and line in text]
+    return "".join(c for c in "\n\n".join(p.replace("\t", "    ") for p in parts) if c in printable) + "\n"
+
+
+def shared_lines(text, shakespeare):
+    """The lines of 30 characters or more of the file shakespeare that the text holds."""
+    with open(shakespeare, encoding="utf-8") as f:
+        return sorted(line for line in set(f.read().splitlines()) if len(line) >= 30 and line in text)
+
+
+SHAKESPEARE = os.path.join(ROOT, "input.txt")  # tiny Shakespeare, part of the repository
+
+
+def write_pretraining_text(path, max_chars=0, shakespeare=SHAKESPEARE):
+    """A text of several megabytes with no line of tiny Shakespeare, rebuilt offline from the Python running this
+    (pretraining_text), checked against shakespeare and written atomically to path, in a folder made for it.
+    Returns (characters, sha256 of the text)."""
+    import hashlib
+    v2.check_input_file(shakespeare)  # tiny Shakespeare, to check against (the repository's input.txt)
+    text = pretraining_text(max_chars)
+    shared = shared_lines(text, shakespeare)
     if shared:
-        sys.exit(f"bench: the pretraining text holds lines of tiny Shakespeare, e.g. {shared[0]!r}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+        raise UserError(f"the pretraining text holds lines of {shakespeare}, e.g. {shared[0]!r}; "
+                        "pass another text with --pretrain_text")
+    v2.make_folder(os.path.dirname(os.path.abspath(path)), "pretrain_text")
+    v2.write_file(path, [text.encode("utf-8")])
     return len(text), hashlib.sha256(text.encode()).hexdigest()
 
 
 def bench_ex3(device, quick, work_dir, pretrain_text, input_file, save_dir):
     """EX3: pretrain on the pretraining text, finetune on tiny Shakespeare with --init_from, and train from scratch
     for the same steps; the laptop recipe's model on a CPU, the default model on CUDA. Returns markdown lines."""
-    import gpt2
     kind = "quick" if quick else "cuda" if device.startswith("cuda") else "cpu"
     pre_steps, steps, finetune_lr = EX3[kind]
     model = {"quick": TINY_GPT, "cuda": "", "cpu": gpt2.LAPTOP_RECIPE.replace(" --time_budget=600", "")}[kind]
     model += f" --device={device}"
     folder = os.path.join(save_dir or work_dir, "ex3")
-    os.makedirs(folder, exist_ok=True)
+    v2.make_folder(folder, "save_dir")
     pretrain_text = os.path.abspath(pretrain_text) if pretrain_text else os.path.join(folder, "pretrain.txt")
     if not os.path.exists(pretrain_text):
         n_chars, digest = write_pretraining_text(pretrain_text, 200_000 if quick else 0)
@@ -472,115 +577,223 @@ def bench_ex3(device, quick, work_dir, pretrain_text, input_file, save_dir):
                     "a CPU).", ""]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings: a few minutes on a 2-core CPU")
+# EX4: a learner's modified copy of a lesson script against the original, in turn
+def script_copy(path):
+    """(the copy's path, the lesson it is a copy of): the lesson is named by the copy's own `SCRIPT = "..."` line."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"--script={path} " + ("is a folder" if os.path.isdir(path) else "does not exist")
+                        + "; pass your copy of bigram.py, v2.py or gpt2.py, e.g. --script=my_v2.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            found = re.search(r'^SCRIPT = "(\w+)"', f.read(), re.MULTILINE)
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"--script={path} cannot be read ({type(error).__name__}); check the file") from None
+    if not found or found[1] not in LESSONS:
+        raise UserError(f"--script={path} is not a copy of bigram.py, v2.py or gpt2.py (it has no line "
+                        'SCRIPT = "bigram", "v2" or "gpt2"); copy a lesson script and change it')
+    return path, found[1]
+
+
+def compare_scripts(path, settings, rounds, device, input_file, work_dir):
+    """Time the copy and the original in turn, rounds times (original first in odd rounds, the copy first in even
+    ones), each as a whole process with the same settings (seed, steps, evaluation). Returns markdown lines."""
+    copy, lesson = script_copy(path)
+    scripts = {f"{lesson}.py": os.path.join(ROOT, f"{lesson}.py"), os.path.basename(copy): copy}
+    if len(scripts) < 2:
+        scripts = {f"{lesson}.py": scripts[f"{lesson}.py"], f"{lesson}.py (your copy)": copy}
+    names = list(scripts)
+    runs = {name: [] for name in names}  # name -> [(best val loss, wall seconds)]
+    lines = ["| round | script | best val loss | wall time |", "|---|---|---|---|"]
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            out_dir = os.path.join(work_dir, f"round{round_ + 1}-{names.index(name)}")
+            argv = [sys.executable, scripts[name], "--max_new_tokens=0", *settings, f"--input_file={input_file}",
+                    f"--device={device}", f"--out_dir={out_dir}"]
+            wall, _ = run_process(argv)
+            best = min(r["val_loss"] for r in read_losses(os.path.join(out_dir, "losses.csv")))
+            runs[name].append((best, wall))
+            lines.append(f"| {round_ + 1} | {name} | {best:.4f} | {wall:.1f} s |")
+            print(f"{name}, round {round_ + 1}: best val {best:.4f}, {wall:.1f} s", flush=True)
+    (val_a, wall_a), (val_b, wall_b) = [[statistics.mean(column) for column in zip(*runs[name], strict=True)]
+                                         for name in names]
+    lines += [f"| mean | {name} | {val:.4f} | {wall:.1f} s |" for name, val, wall in
+              ((names[0], val_a, wall_a), (names[1], val_b, wall_b))]
+    shown = " ".join(settings) or "the defaults"
+    return lines + ["", f"{names[1]} against {names[0]} ({shown}, {rounds} round(s)): best val loss "
+                    f"{val_b - val_a:+.4f} (lower is better), time x{wall_b / wall_a:.2f} (the copy's wall time "
+                    "over the original's).", ""]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # a wrong option is one line and exit code 2, as in the lesson scripts
+        raise UserError(f"{message}; python bench.py --help lists the options")
+
+
+def parse_args(argv):
+    """bench.py's options, and the --name=value settings it does not know (for --script and --sample_rung)."""
+    parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--quick", action="store_true", help="tiny settings: checks that every section runs")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: what the scripts pick)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
     parser.add_argument("--save_dir", default="", help="keep each run's losses.csv, loss.png and ckpt.pt in "
-                        "SAVE_DIR/<section>/, and the ladder's loss logs and ladder.png in SAVE_DIR/ladder/")
+                        "SAVE_DIR/<section>/, and the ladder's rungs and ladder.png in SAVE_DIR/ladder/")
     parser.add_argument("--input_file", default="", help="train on this text instead of input.txt")
-    parser.add_argument("--pretrain_text", default="", help="ex3: pretrain on this text instead of building one "
-                        "from this Python's standard library (write_pretraining_text)")
+    parser.add_argument("--pretrain_text", default="", help="ex3: pretrain on this text (built there from this "
+                        "Python's standard library if it does not exist yet)")
     parser.add_argument("--plot", action="store_true", help="only draw the three lessons' val loss against time, "
                         "from RUNS_DIR/<script>/losses.csv, into PLOT_FILE")
     parser.add_argument("--runs_dir", default="out", help="--plot: the folder of the runs: out (the scripts' own "
                         "out/<script>/), or a --save_dir (default: out)")
-    parser.add_argument("--plot_file", default="out/lessons.png", help="--plot: the PNG to write")
-    args = parser.parse_args()
+    parser.add_argument("--plot_file", default="out/lessons.png", help="--plot: the PNG to write (written at "
+                        "exactly this path)")
+    parser.add_argument("--sample_rung", default="", help="sample the ladder rung saved in this folder; v2.py's "
+                        "--prompt, --max_new_tokens, --temperature, --top_k and --seed apply")
+    parser.add_argument("--script", default="", help="time your modified copy of a lesson script against the "
+                        "original, in turn; every other --name=value (e.g. --max_iters=2000 --seed=1) goes to both")
+    parser.add_argument("--rounds", type=int, default=2, help="--script: runs of each script, alternating which "
+                        "goes first (default 2)")
+    return parser.parse_known_args(argv)
+
+
+def check_sections(only):
+    sections = only.split(",")
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown:
+        raise UserError(f"unknown section {unknown[0]!r} in --only; choose from {', '.join(SECTIONS)}")
+    return sections
+
+
+def check_output_file(path, option):
+    """A file bench.py will write: not a folder, in a folder that exists or can be made (made now)."""
+    if os.path.isdir(path):
+        raise UserError(f"--{option}={path} is a folder; name a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--{option}={path}: {folder} is a file, not a folder; choose another path")
+    v2.make_folder(folder, option)
+
+
+def check_pretrain_text(path):
+    """--pretrain_text: a readable file, or a path where the pretraining text can be built."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError(f"--pretrain_text={path} is not a file; pass a UTF-8 text, or a new path to build one at")
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        raise UserError(f"--pretrain_text={path} cannot be read (permission denied); check its permissions")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--pretrain_text={path}: {folder} is a file, not a folder; choose another path")
+
+
+def main(argv):
+    args, settings = parse_args(argv)
+    if args.sample_rung:
+        sample_rung(args.sample_rung, args.device, settings)
+        return
+    if settings and not args.script:
+        raise UserError(f"unknown option {settings[0]!r}; python bench.py --help lists the options (a lesson's "
+                        "settings, such as --max_iters, go with --script)")
     if args.plot:
         plot_lessons(args.runs_dir, args.plot_file)
         return
-    sections = args.only.split(",")
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
-                             else "cpu")
-    sys.path.insert(0, ROOT)
-    import v2
-    input_file = os.path.abspath(args.input_file) if args.input_file else os.path.join(ROOT, "input.txt")
-    v2.check_input_file(input_file)  # downloads tiny Shakespeare if input.txt is missing
+    sections = check_sections(args.only)  # every path and setting is checked before any work
+    device = v2.pick_device(args.device)
+    input_file = os.path.abspath(args.input_file or os.path.join(ROOT, "input.txt"))
+    v2.check_input_file(input_file)
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be 1 or more, got {args.rounds}")
+    if args.script:
+        script_copy(args.script)
+    elif "ex3" in sections and args.pretrain_text:
+        check_pretrain_text(args.pretrain_text)
+    if args.save_dir:
+        v2.make_folder(args.save_dir, "save_dir")
     with tempfile.TemporaryDirectory(prefix="bench-") as work_dir:
-        lines = run_sections(args, sections, device, work_dir, input_file if args.input_file else "")
+        if args.script:
+            lines = compare_scripts(args.script, settings, args.rounds, device, input_file, work_dir)
+        else:
+            lines = run_sections(args, sections, device, work_dir, input_file if args.input_file else "")
     print("\n".join(lines))
 
 
 def plot_lessons(runs_dir, png_path):
     """The three lessons on one chart: val loss against training time, from each script's loss log."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = []
+    if not os.path.isdir(runs_dir):
+        raise UserError(f"--runs_dir={runs_dir} is not a folder; run the scripts first (or pass a --save_dir)")
+    logs = []
     for script, folders in (("bigram", ["bigram"]), ("v2", ["v2"]), ("gpt2", ["laptop", "gpt2"])):
         paths = [os.path.join(runs_dir, folder, "losses.csv") for folder in folders]  # a user's out/<script>, or
         path = next((p for p in paths if os.path.exists(p)), None)  # bench.py --save_dir's <section> (laptop first)
         if path is None:
             print(f"{' or '.join(paths)} not found: {script}.py is left out of the chart")
-            continue
-        rows = read_losses(path)
+        else:
+            logs.append((script, path, read_losses(path)))
+    if not logs:
+        raise UserError(f"no loss log in {runs_dir}/<script>/losses.csv; run the scripts first")
+    check_output_file(png_path, "plot_file")
+    plt = v2.import_pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for script, path, rows in logs:
         best = min(r["val_loss"] for r in rows)
         recipe = " (laptop recipe)" if os.path.basename(os.path.dirname(path)) == "laptop" else ""
         ax.plot([r["elapsed_s"] for r in rows], [r["val_loss"] for r in rows], marker=".",
                 label=f"{script}.py{recipe}: best val loss {best:.2f} after {rows[-1]['elapsed_s']:.0f} s")
-        drawn.append(f"{script}.py {best:.4f}")
-    if not drawn:
-        sys.exit(f"bench: no loss log in {runs_dir}/<script>/losses.csv; run the scripts first")
     ax.set_xscale("symlog", linthresh=10)  # seconds: the first ten linear, then each tenfold the same width
     ax.set(xlabel="training time (s)", ylabel="val loss (nats per character)",
            title="The three lessons: val loss against training time")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(png_path) or ".", exist_ok=True)
-    fig.savefig(png_path, dpi=80)
-    print(f"{', '.join(drawn)}: chart in {png_path}")
+    v2.save_figure(fig, png_path)
+    drawn = ", ".join(f"{script}.py {min(r['val_loss'] for r in rows):.4f}" for script, _, rows in logs)
+    print(f"{drawn}: chart in {png_path}")
+
+
+def run_scripts(args, sections, device, work_dir, input_file, today):
+    """The sections that run a lesson script as a whole process: (their results, the markdown lines of their table)."""
+    runs = []
+    for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("gpt2-fp16", "gpt2"),
+                            ("laptop", "gpt2"), ("laptop-3min", "gpt2")):
+        if section in sections:
+            target = args.target if script == "gpt2" else None
+            runs.append(bench_script(script, section, device, args.quick, target, work_dir, input_file))
+            r = runs[-1]
+            if args.save_dir:  # save_dir/<section>/: what --plot --runs_dir=save_dir reads, and --sample --out_dir
+                keep_run(r["out_dir"], os.path.join(args.save_dir, section))
+            print(f"{section}: {r['wall']:.1f} s, best val {r['best_val']:.4f}", flush=True)
+    if not runs:
+        return runs, []
+    lines = ["| script | device | command | steps | wall time | time/step | tokens/s | MFU | best val | "
+             f"time to val {args.target} | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        to_target = f"{r['to_target']:.1f} s" if r["to_target"] is not None else "–"
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "–"
+        lines.append(f"| {r['script']} | {r['device']} | `{r['command']}` | {r['steps']} | {r['wall']:.1f} s | "
+                     f"{r['per_step'] * 1e3:.1f} ms | {r['tok_s']:,.0f} | {mfu} | {r['best_val']:.4f} | "
+                     f"{to_target} | {today} |")
+    return runs, lines + [""]
 
 
 def run_sections(args, sections, device, work_dir, input_file):
     """Run the chosen sections; return the markdown lines of their tables."""
     today = datetime.date.today().isoformat()
     print(f"bench on {describe(device)}, torch {torch.__version__}, {today}\n", flush=True)
-
-    runs = []
-    for section, script in (("bigram", "bigram"), ("v2", "v2"), ("gpt2", "gpt2"), ("gpt2-fp16", "gpt2"),
-                            ("laptop", "gpt2"), ("laptop-3min", "gpt2")):
-        if section in sections:
-            target = args.target if script == "gpt2" else None
-            runs.append(bench_script(script, section, args.device, args.quick, target, work_dir, input_file))
-            r = runs[-1]
-            if args.save_dir:  # save_dir/<section>/: what --plot --runs_dir=save_dir reads, and --sample --out_dir
-                os.makedirs(os.path.join(args.save_dir, section), exist_ok=True)
-                for name in ("losses.csv", "loss.png", "ckpt.pt"):
-                    if os.path.exists(os.path.join(r["out_dir"], name)):
-                        shutil.copy(os.path.join(r["out_dir"], name), os.path.join(args.save_dir, section, name))
-            print(f"{section}: {r['wall']:.1f} s, best val {r['best_val']:.4f}", flush=True)
-    lines = []
-    if runs:
-        lines += ["| script | device | command | steps | wall time | time/step | tokens/s | MFU | best val | "
-                  f"time to val {args.target} | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in runs:
-            to_target = f"{r['to_target']:.1f} s" if r["to_target"] is not None else "–"
-            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "–"
-            lines.append(f"| {r['script']} | {r['device']} | `{r['command']}` | {r['steps']} | {r['wall']:.1f} s | "
-                         f"{r['per_step'] * 1e3:.1f} ms | {r['tok_s']:,.0f} | {mfu} | {r['best_val']:.4f} | "
-                         f"{to_target} | {today} |")
-        lines.append("")
+    runs, lines = run_scripts(args, sections, device, work_dir, input_file, today)
     if "bigram" in sections:
         text = input_file or os.path.join(ROOT, "input.txt")
         lines += [f"A bigram count table (the train split's pair counts, add-one smoothed) scores val loss "
                   f"{count_table_loss(text):.4f}: the floor for bigram.py.", ""]
     if "video-v2" in sections:
-        iters = 100 if args.quick else 5000
+        iters, interval, eval_iters = (20, 10, 5) if args.quick else (5000, 100, 200)
         text = input_file or os.path.join(ROOT, "input.txt")
-        code = f"import bench; bench.video_v2_run({text!r}, {device!r}, {iters}, 100, {20 if args.quick else 200})"
+        code = f"import bench; bench.video_v2_run({text!r}, {device!r}, {iters}, {interval}, {eval_iters})"
         wall_video, _ = run_process([sys.executable, "-c", code])
         ours = next((r for r in runs if r["script"] == "v2.py"), None) or bench_script(
-            "v2", "v2", args.device, args.quick, None, work_dir, input_file)
+            "v2", "v2", device, args.quick, None, work_dir, input_file)
         lines += ["| v2, same config | steps | wall time (whole process) |", "|---|---|---|",
-                  f"| the video's code (200-batch eval every 100 steps, plain AdamW) | {iters} | {wall_video:.1f} s |",
+                  f"| the video's code ({eval_iters}-batch eval every {interval} steps, plain AdamW) | {iters} | "
+                  f"{wall_video:.1f} s |",
                   f"| v2.py | {ours['steps']} | {ours['wall']:.1f} s |",
                   f"| speedup | | **{wall_video / ours['wall']:.2f}x** |", ""]
     if "video-gpt2" in sections:
@@ -606,5 +819,23 @@ def run_sections(args, sections, device, work_dir, input_file):
     return lines
 
 
+def keep_run(out_dir, folder):
+    """Copy a run's loss log, plot and checkpoint into folder, each written atomically."""
+    v2.make_folder(folder, "save_dir")
+    for name in ("losses.csv", "loss.png", "ckpt.pt"):
+        if os.path.exists(os.path.join(out_dir, name)):
+            with open(os.path.join(out_dir, name), "rb") as f:
+                v2.write_file(os.path.join(folder, name), [f.read()])
+
+
 if __name__ == "__main__":
-    main()
+    for stream in (sys.stdout, sys.stderr):  # a console that cannot show a character prints "?" in its place
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    try:
+        main(sys.argv[1:])
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -49,7 +49,7 @@ beta2 = 0.99  # AdamW momentum of the squared gradient
 grad_clip = 1.0  # clip the gradient's global norm to this (0: no clipping)
 grad_accum_steps = 1  # micro-batches per step: the global batch is batch_size * grad_accum_steps sequences
 time_budget = 0  # seconds of training: >0 plans max_iters from the measured step time and ends in time (0: off)
-compile = True  # torch.compile the model (CUDA with compute capability 7.0 or above, and triton)
+compile = True  # torch.compile the model on CUDA from compute capability 8.0 (7.x: only when given), with triton
 dtype = "auto"  # training precision: auto (bfloat16 or float16 as the GPU allows), bfloat16, float16 or float32
 # evaluation
 eval_train_windows = 512  # train windows scored at each evaluation (val scores its whole split)
@@ -307,6 +307,12 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
+def model_vocabulary(cfg, checkpoint, pretrained):
+    """The vocabulary a run must encode its text with: when finetuning (--init_from, and its resumption), the
+    model's characters; otherwise None, and the text's own characters make the vocabulary."""
+    return (checkpoint or pretrained)["chars"] if cfg["init_from"] else None
+
+
 def build_model(cfg, vocab_size):
     return GPT(GPTConfig(vocab_size, cfg["block_size"], cfg["n_embd"], cfg["n_head"], cfg["n_layer"], cfg["dropout"]))
 
@@ -349,24 +355,23 @@ def forward_backward(model, micro_batches, autocast, scaler, ddp=False):
 
 
 # the training loop
-def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None):
+def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None, compile_asked=False):
     """Data, GPT-2 and AdamW; then each step: a learning rate, evaluation, micro-batches, clipping, an update.
-    checkpoint: the run to resume (--resume); pretrained: the model a new run starts from (--init_from)."""
+    checkpoint: the run to resume (--resume); pretrained: the model a new run starts from (--init_from);
+    compile_asked: --compile was given on the command line."""
     master = rank == 0  # rank 0 alone prints, evaluates, saves and samples
-    precision = choose_precision(cfg["dtype"], dev)  # auto: bf16 from compute capability 8.0, float16 on 7.x
-    vocab = (checkpoint or pretrained)["chars"] if cfg["init_from"] else None  # finetuning: the model's vocabulary
-    chars, stoi, itos, train_data, val_data = load_data(cfg, vocab)
-    autocast, scaler = set_precision(precision, dev, master)  # float16 needs a gradient scaler, the others none
+    autocast, scaler = set_up_precision(cfg["dtype"], dev, master)  # bf16 from compute capability 8.0, float16 on 7.x
+    chars, stoi, itos, train_data, val_data = load_data(cfg, model_vocabulary(cfg, checkpoint, pretrained))
     torch.manual_seed(cfg["seed"])
     raw_model = build_model(cfg, len(chars)).to(dev)
     if pretrained is not None:  # finetuning: the pretrained weights; the optimizer and the schedule start afresh
         load_weights(raw_model, pretrained, os.path.join(cfg["init_from"], "ckpt.pt"))
     if master:
         print(f"{sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters")
-    optimizer = configure_optimizer(raw_model, cfg, fused=not dev.startswith("mps"))
+    optimizer = configure_optimizer(raw_model, cfg, fused=fused_adamw(dev))
     run = Run(cfg, dev, raw_model, optimizer, chars, train_data, val_data, checkpoint, master,
               extra_state={"scaler": scaler})  # resume, save, log, progress
-    model = wrap_model(raw_model, cfg, dev, rank, world_size)  # torch.compile on CUDA; DDP under torchrun
+    model = wrap_model(raw_model, cfg, dev, rank, world_size, compile_asked)  # torch.compile on CUDA; DDP, torchrun
     timer = StepTimer(cfg, dev, run, world_size, scaler)  # tokens/s, MFU, skipped steps, --time_budget
     step = run.start_step
     with run:
@@ -459,7 +464,7 @@ def main(argv):
                             f"processes ({world_size}), so that the global batch stays the same")
         if rank == 0:
             print(f"using device: {dev}" + (f" ({world_size} processes)" if world_size > 1 else ""))
-        train(cfg, dev, checkpoint, rank, world_size, pretrained)
+        train(cfg, dev, checkpoint, rank, world_size, pretrained, compile_asked="compile" in overrides)
         if world_size > 1:
             dist.barrier()  # leave together: a process that tears down while another still works can abort
     finally:
@@ -529,33 +534,66 @@ def choose_precision(requested, dev):
     return requested, f"--dtype={requested}"
 
 
-def set_precision(precision, dev, master=True):
-    """TF32 matmuls on CUDA; the autocast context of the chosen dtype (float32: none); a gradient scaler that is
-    on for float16 only (its smallest numbers are about 6e-8, so small gradients would round to 0: the loss is
-    multiplied before backward and the gradients divided back). Prints the choice and why."""
-    dtype, why = precision
-    kind = torch.device(dev).type
-    if kind == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    autocast = nullcontext() if dtype == "float32" else torch.autocast(kind, dtype=getattr(torch, dtype))
+def set_up_precision(requested, dev, master=True):
+    """The precision to train in, chosen and applied: (autocast context, gradient scaler). Prints the choice and why."""
+    dtype, why = choose_precision(requested, dev)
+    allow_tf32(dev)
     if master:
         print(f"precision: {PRECISION_NAMES[dtype]} ({why})")
-    return autocast, torch.amp.GradScaler(kind, enabled=dtype == "float16")
+    return autocast_context(dtype, dev), gradient_scaler(dtype, dev)
 
 
-def choose_compile(requested, dev):
-    """(use torch.compile, why): on CUDA only, from compute capability 7.0 (Triton's minimum), with triton installed."""
+def allow_tf32(dev):
+    """On CUDA, float32 matmuls (and the parts autocast keeps in float32) run on tensor cores in TF32."""
+    if torch.device(dev).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast_context(dtype, dev):
+    """The context the forward pass runs in: autocast to bfloat16 or float16; float32 needs none."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(torch.device(dev).type, dtype=getattr(torch, dtype))
+
+
+def gradient_scaler(dtype, dev):
+    """A gradient scaler that is on for float16 only: its smallest numbers are about 6e-8, so small gradients would
+    round to 0; the loss is multiplied before backward and the gradients divided back. Off, it changes nothing."""
+    return torch.amp.GradScaler(torch.device(dev).type, enabled=dtype == "float16")
+
+
+def fused_adamw(dev):
+    """Whether AdamW updates every parameter in one fused kernel: on CUDA and the CPU; MPS runs the plain loop."""
+    return torch.device(dev).type != "mps"
+
+
+COMPILE_MIN_CAPABILITY = (8, 0)  # Triton 3.3+ (torch >= 2.7) fully supports 8.0 and above
+
+
+def choose_compile(requested, dev, asked=False):
+    """(use torch.compile, why), from --compile and what the device reports.
+
+    On CUDA with triton installed: by default from compute capability 8.0 (A100 and later). On 7.x (V100, T4,
+    RTX 20xx) only when --compile is given on the command line (asked): Triton deprecated its tensor-core matmuls
+    below 8.0 (Triton PR 5066), and its float16 kernels can abort in LLVM on 7.5 (Triton issue 6698). Never below
+    7.0, on MPS or on the CPU: there the model runs as written.
+    """
     if not requested:
         return False, "--compile=False"
     if torch.device(dev).type != "cuda":
         return False, f"not on CUDA: {torch.device(dev).type} runs the model as written"
     major, minor = torch.cuda.get_device_capability(dev)
+    where = f"compute capability {major}.{minor}"
     if major < 7:
-        return False, f"compute capability {major}.{minor} is below the 7.0 that Triton needs"
+        return False, f"{where} is below the 7.0 that Triton needs"
     if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed"
-    return True, f"compute capability {major}.{minor}, triton"
+    if (major, minor) >= COMPILE_MIN_CAPABILITY:
+        return True, f"{where}, triton"
+    if asked:
+        return True, f"{where}, triton: --compile given, although Triton fully supports only 8.0 and above"
+    return False, f"{where}: Triton fully supports only 8.0 and above; add --compile to try it"
 
 
 def contiguous_on_mps(*tensors):
@@ -570,9 +608,9 @@ def contiguous_on_mps(*tensors):
     return tensors
 
 
-def wrap_model(raw_model, cfg, dev, rank, world_size):
+def wrap_model(raw_model, cfg, dev, rank, world_size, compile_asked=False):
     """torch.compile where it can work (choose_compile), DistributedDataParallel under torchrun; says which."""
-    use_compile, why = choose_compile(cfg["compile"], dev)
+    use_compile, why = choose_compile(cfg["compile"], dev, compile_asked)
     model = torch.compile(raw_model) if use_compile else raw_model
     if world_size > 1:
         model = DDP(model, device_ids=[torch.cuda.current_device()] if dev.startswith("cuda") else None)

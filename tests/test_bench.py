@@ -1,13 +1,19 @@
-"""bench.py --quick runs every section, in two halves, and prints its tables (the full bench is for humans and GPUs)."""
+"""bench.py: --quick runs every section, in two halves, and prints its tables (the full bench is for humans and GPUs);
+its device choices are gpt2.py's; its ladder rungs sample; --script times a copy of a lesson; its refusals are
+one line."""
 
+import contextlib
 import functools
+import io
 import math
 import os
 import re
-import signal
-import subprocess
+import runpy
+import shutil
 import sys
+import time
 
+import pytest
 import torch
 from conftest import ROOT, SCRIPTS, TEXT, eval_lines, import_script, run_in_process, tiny_args
 
@@ -21,41 +27,66 @@ LADDER = ["bigram table", "+ one self-attention head", "+ multi-head attention",
           "+ blocks with residual connections", "+ LayerNorm (v2.py)"]
 
 
-def quick_bench(tmp_path, sections):
-    """`python bench.py --quick --only=sections` on a small text: its output; its files in tmp_path."""
+def bench(argv, capsys, monkeypatch):
+    """`python bench.py argv`, run in this process (its scripts in their own, one thread each): (code, out, err)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return run_in_process("bench", argv, capsys, monkeypatch)
+
+
+def run_here(monkeypatch, argv):
+    """bench.run_process, in this process: `python script.py args` or `python -c code`, from the repository root;
+    a script's refusal is bench.py's UserError, as in run_process. Saves a Python start-up per run."""
+    bench_module = import_script("bench")
+    monkeypatch.chdir(ROOT)
+    out, err, code, t0 = io.StringIO(), io.StringIO(), 0, time.time()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if argv[1] == "-c":
+                exec(argv[2], {})
+            else:
+                monkeypatch.setattr(sys, "argv", argv[1:])
+                runpy.run_path(os.path.join(ROOT, argv[1]), run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code
+    if code == 2 and err.getvalue().startswith("error: "):
+        raise bench_module.UserError(err.getvalue().strip().removeprefix("error: "))
+    assert code in (0, None), err.getvalue()[-2000:]
+    wall = time.time() - t0
+    return wall, [(wall, line) for line in out.getvalue().splitlines()]
+
+
+def quick_bench(tmp_path, sections, capsys, monkeypatch, *extra):
+    """`python bench.py --quick --only=sections` on a small text, its scripts run in this process: its output; its
+    files in tmp_path."""
     text = tmp_path / "text.txt"
-    text.write_text(TEXT * 10, encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread each, as in the other process tests
-    argv = [sys.executable, "bench.py", "--quick", "--device=cpu", f"--only={','.join(sections)}",
-            f"--input_file={text}", f"--save_dir={tmp_path}"]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:  # the bench and the scripts it started: none may outlive the test
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
-    return out
+    text.write_text(TEXT, encoding="utf-8")
+    bench_module = import_script("bench")
+    monkeypatch.setattr(bench_module, "run_process", functools.partial(run_here, monkeypatch))
+    bench_module.main(["--quick", "--device=cpu", f"--only={','.join(sections)}", f"--input_file={text}",
+                       f"--save_dir={tmp_path}", *extra])
+    return capsys.readouterr().out
 
 
 def test_quick_bench_covers_every_section_in_these_tests():
-    bench = import_script("bench")
-    assert sorted(SCRIPT_SECTIONS + OTHER_SECTIONS) == sorted(bench.SECTIONS)
+    bench_module = import_script("bench")
+    assert sorted(SCRIPT_SECTIONS + OTHER_SECTIONS) == sorted(bench_module.SECTIONS)
 
 
-def test_quick_bench_runs_each_scripts_sections_and_prints_their_tables(tmp_path):
-    out = quick_bench(tmp_path, SCRIPT_SECTIONS)
+def test_quick_bench_runs_each_scripts_sections_and_prints_their_tables(tmp_path, capsys, monkeypatch):
+    out = quick_bench(tmp_path, SCRIPT_SECTIONS, capsys, monkeypatch)
     rows = [ROW.match(line) for line in out.splitlines() if ROW.match(line)]
     assert [row[1] for row in rows] == ["bigram", "v2", "gpt2", "gpt2", "gpt2", "gpt2"]  # gpt2(-fp16), laptop(-3min)
     assert "| `python gpt2.py --dtype=float16 " in out
     assert all(0 < float(row[2]) < 5 for row in rows)  # best val losses, in nats per character
     assert out.count("| speedup") == 1  # video-v2
+    assert sorted(os.listdir(tmp_path / "v2")) == ["ckpt.pt", "loss.png", "losses.csv"]  # kept with --save_dir
 
 
-def test_quick_bench_runs_the_other_sections_and_prints_their_tables(tmp_path):
-    out = quick_bench(tmp_path, OTHER_SECTIONS)
+def test_quick_bench_runs_the_other_sections_and_its_ladder_rungs_sample_with_their_command(
+        tmp_path, capsys, monkeypatch):
+    pretrain = tmp_path / "pretrain.txt"  # another text with the same characters: tiny Shakespeare backwards
+    pretrain.write_text(TEXT[::-1] * 2, encoding="utf-8")
+    out = quick_bench(tmp_path, OTHER_SECTIONS, capsys, monkeypatch, f"--pretrain_text={pretrain}")
     assert out.count("| speedup") == 3  # video-gpt2 (two dropouts) and sampling
     assert "with the key/value cache" in out and "video-style" in out
     ladder = [LADDER_ROW.match(line) for line in out.splitlines() if LADDER_ROW.match(line)]
@@ -65,32 +96,202 @@ def test_quick_bench_runs_the_other_sections_and_prints_their_tables(tmp_path):
     assert params == sorted(set(params))  # every step adds parameters
     v2 = import_script("v2")
     assert params[-1] == sum(p.numel() for p in v2.build_model(v2.HYPERPARAMETERS, len(set(TEXT))).parameters())
-    assert "| val loss at step 20 |" in out
-    saved = sorted(os.listdir(tmp_path / "ladder"))  # each rung's run, and the chart
-    assert len(saved) == 7 and saved[0].startswith("1-bigram") and saved[-1] == "ladder.png"
+    assert "| val loss at step 10 |" in out
     ex3 = {m[1]: m for m in map(EX3_ROW.match, out.splitlines()) if m}
     assert list(ex3) == ["pretrain", "finetune", "from scratch"]
     assert "--init_from=ex3/pretrain " in ex3["finetune"][2] and "--input_file=ex3/pretrain.txt" in ex3["pretrain"][2]
     assert float(ex3["finetune"][3]) < float(ex3["from scratch"][3])  # step 0: pretrained weights beat a new model
 
+    rungs = sorted(os.listdir(tmp_path / "ladder"))  # each rung's run, and the chart
+    assert len(rungs) == 7 and rungs[0].startswith("1-bigram") and rungs[-1] == "ladder.png"
+    for rung in rungs[:5]:  # each rung's checkpoint says what it is and the command that samples it
+        checkpoint = torch.load(tmp_path / "ladder" / rung / "ckpt.pt", weights_only=True)
+        assert checkpoint["script"] == "ladder" and checkpoint["what"].endswith("(a ladder rung of bench.py)")
+        python, script, *argv = checkpoint["sample_with"].split()
+        assert (python, script) == ("python", "bench.py")
+        code, sample, err = bench([*argv, "--prompt=All:", "--max_new_tokens=30"], capsys, monkeypatch)
+        assert code == 0, err
+        what, text = sample.split("\n", 1)
+        assert what == checkpoint["what"] and text.startswith("All:") and len(text.rstrip("\n")) == 4 + 30
+    last = str(tmp_path / "ladder" / rungs[5])  # v2.py's own run: v2.py samples it
+    code, sample, err = run_in_process("v2", ["--sample", f"--out_dir={last}", "--max_new_tokens=30", "--device=cpu"],
+                                       capsys, monkeypatch)
+    assert code == 0, err
+
+
+def test_a_ladder_rung_is_refused_by_v2_py_in_one_line(tmp_path, capsys, monkeypatch):
+    bench_module, v2 = import_script("bench"), import_script("v2")
+    argv = tiny_args("v2", tmp_path, tmp_path / "text.txt")
+    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    cfg = {**v2.HYPERPARAMETERS, **v2.parse_command_line(argv, v2.HYPERPARAMETERS), "out_dir": str(tmp_path / "r")}
+    bench_module.train_like_v2(functools.partial(bench_module.ladder_model, 2), cfg, "cpu")
+    bench_module.mark_rung(cfg["out_dir"], 2, "+ multi-head attention")
+    code, _, err = run_in_process("v2", ["--sample", f"--out_dir={tmp_path / 'r'}"], capsys, monkeypatch)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "ladder" in err, err
+    assert "another version" not in err
+
+
+def fake_runs(runs_dir, capsys, monkeypatch, tmp_path, text_file):
+    """A tiny bigram.py run's loss log, in runs_dir/<script>/losses.csv for each of the three scripts."""
+    code, _, err = run_in_process("bigram", tiny_args("bigram", tmp_path, text_file), capsys, monkeypatch)
+    assert code == 0, err
+    for script in SCRIPTS:
+        os.makedirs(runs_dir / script, exist_ok=True)
+        shutil.copy(tmp_path / "out" / "bigram" / "losses.csv", runs_dir / script / "losses.csv")
+
 
 def test_plot_draws_the_three_lessons_val_loss_against_training_time(tmp_path, text_file, capsys, monkeypatch):
-    for script in SCRIPTS:  # tiny runs, each writing tmp_path/out/<script>/losses.csv
-        code, _, err = run_in_process(script, tiny_args(script, tmp_path, text_file), capsys, monkeypatch)
-        assert code == 0, err
+    fake_runs(tmp_path / "runs", capsys, monkeypatch, tmp_path, text_file)
     png = tmp_path / "chart" / "lessons.png"
-    argv = [sys.executable, "bench.py", "--plot", f"--runs_dir={tmp_path / 'out'}", f"--plot_file={png}"]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert re.fullmatch(r"bigram\.py \d\.\d{4}, v2\.py \d\.\d{4}, gpt2\.py \d\.\d{4}: chart in .*\n", proc.stdout)
+    code, out, err = bench(["--plot", f"--runs_dir={tmp_path / 'runs'}", f"--plot_file={png}"], capsys, monkeypatch)
+    assert code == 0, err
+    assert re.fullmatch(r"bigram\.py \d\.\d{4}, v2\.py \d\.\d{4}, gpt2\.py \d\.\d{4}: chart in .*\n", out)
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_plot_file_without_png_is_written_at_exactly_the_path_reported(tmp_path, text_file, capsys, monkeypatch):
+    fake_runs(tmp_path / "runs", capsys, monkeypatch, tmp_path, text_file)
+    chart = tmp_path / "chart"
+    code, out, err = bench(["--plot", f"--runs_dir={tmp_path / 'runs'}", f"--plot_file={chart}"], capsys, monkeypatch)
+    assert code == 0, err
+    assert out.endswith(f"chart in {chart}\n") and chart.read_bytes().startswith(b"\x89PNG")
+    assert sorted(os.listdir(tmp_path)) == ["chart", "out", "runs", "text.txt"]  # no chart.png beside it
+
+
+@pytest.mark.parametrize("damage", ["step,val_loss\n1,not a number\n", "folder"])
+def test_plot_refuses_a_damaged_loss_log_in_one_line(tmp_path, capsys, monkeypatch, damage):
+    log = tmp_path / "runs" / "v2" / "losses.csv"
+    if damage == "folder":
+        log.mkdir(parents=True)
+    else:
+        log.parent.mkdir(parents=True)
+        log.write_text(damage)
+    code, _, err = bench(["--plot", f"--runs_dir={tmp_path / 'runs'}", f"--plot_file={tmp_path / 'c.png'}"],
+                         capsys, monkeypatch)
+    assert code == 2 and err.startswith(f"error: {log} ") and err.count("\n") == 1
+    assert not (tmp_path / "c.png").exists()
+
+
+REFUSALS = {  # bench.py's arguments (TMP: tmp_path) -> the words its one error line must hold
+    "missing input": (["--input_file=TMP/none.txt"], "does not exist"),
+    "folder as input": (["--input_file=TMP"], "is a directory"),
+    "save_dir a file": (["--save_dir=TMP/text.txt/x"], "save_dir"),
+    "unknown section": (["--only=v2,ladders"], "unknown section 'ladders'"),
+    "unknown option": (["--max_iters=5"], "unknown option '--max_iters=5'"),
+    "cuda without cuda": (["--device=cuda"], "--device=cuda was asked for"),
+    "a script that is no copy": (["--script=TMP/text.txt"], "is not a copy of bigram.py, v2.py or gpt2.py"),
+    "rounds": (["--rounds=0", "--script=bigram.py"], "--rounds must be 1 or more"),
+    "sample_rung no rung": (["--sample_rung=TMP"], "no ladder rung in"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_bench_refuses_what_cannot_work_in_one_line_before_any_work(tmp_path, text_file, capsys, monkeypatch, case):
+    argv, words = REFUSALS[case]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = [f"--save_dir={tmp_path / 'saved'}", "--quick"] + [arg.replace("TMP", str(tmp_path)) for arg in argv]
+    code, out, err = bench(argv, capsys, monkeypatch)
+    assert (code, out) == (2, "") and err.startswith("error: ") and err.count("\n") == 1, err
+    assert words in err
+    assert not (tmp_path / "saved").exists()  # refused before any work: nothing made
+
+
+def test_a_scripts_refusal_is_benchs_own_error_line(tmp_path, capsys, monkeypatch):
+    text = tmp_path / "one.txt"
+    text.write_text("a" * 1000, encoding="utf-8")  # nothing to learn: bigram.py refuses it
+    code, out, err = bench(["--quick", "--device=cpu", "--only=bigram", f"--input_file={text}"], capsys, monkeypatch)
+    assert code == 2 and "failed" not in out + err  # exactly bigram.py's own line, not "bench: ... failed"
+    assert err == f"error: input file {text} uses a single distinct character; there is nothing to learn\n"
+
+
+def test_script_times_a_copy_against_the_original_in_turn_with_the_same_settings(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "my_bigram.py"
+    shutil.copy(os.path.join(ROOT, "bigram.py"), copy)  # unchanged: the two must score the very same val loss
+    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    argv = [f"--script={copy}", "--rounds=2", "--device=cpu", f"--input_file={tmp_path / 'text.txt'}",
+            "--max_iters=10", "--eval_interval=5", "--eval_train_windows=8", "--block_size=8", "--seed=7"]
+    bench_module = import_script("bench")
+    monkeypatch.setattr(bench_module, "run_process", functools.partial(run_here, monkeypatch))  # no start-ups
+    bench_module.main(argv)
+    out = capsys.readouterr().out
+    order = re.findall(r"^(\S+), round (\d): best val (\S+), ", out, re.MULTILINE)
+    assert [(name, n) for name, n, _ in order] == [("bigram.py", "1"), ("my_bigram.py", "1"),
+                                                   ("my_bigram.py", "2"), ("bigram.py", "2")]  # in turn
+    assert len({val for _, _, val in order}) == 1  # same seed, steps and evaluation: the same val loss
+    assert re.search(r"^\| mean \| bigram\.py \| \d\.\d{4} \| [\d.]+ s \|$", out, re.MULTILINE)
+    assert re.search(r"^my_bigram\.py against bigram\.py \(--max_iters=10 .*--seed=7, 2 round\(s\)\): best val loss "
+                     r"\+0\.0000 \(lower is better\), time x\d+\.\d\d ", out, re.MULTILINE)
+
+
+def test_script_passes_a_copys_own_refusal_through(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "my_bigram.py"
+    shutil.copy(os.path.join(ROOT, "bigram.py"), copy)
+    code, out, err = bench([f"--script={copy}", "--device=cpu", "--max_iters=-1"], capsys, monkeypatch)
+    assert code == 2 and err.startswith("error: --max_iters") and err.count("\n") == 1
+
+
+def record_throughput(monkeypatch, bench_module):
+    """bench.throughput, replaced by a note of what it was given; models stay on the CPU."""
+    calls = []
+    monkeypatch.setattr(bench_module, "throughput", lambda model, optimizer, cfg, dev, steps, autocast, scaler=None:
+                        calls.append((model, optimizer, autocast)) or 1000.0)
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *args, **kwargs: self)  # no such device here
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compiled.append(model) or model)
+    return calls, compiled
+
+
+@pytest.mark.parametrize("device", ["t4", "mps"])
+def test_video_gpt2_trains_gpt2_as_gpt2_py_chooses_on_the_device(monkeypatch, device):
+    bench_module, gpt2 = import_script("bench"), import_script("gpt2")
+    calls, compiled = record_throughput(monkeypatch, bench_module)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: device == "t4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (7, 5))  # a T4
+    dev = {"t4": "cuda", "mps": "mps"}[device]
+    rows, _ = bench_module.bench_video_gpt2(dev, True, 0.0)
+    dtype = gpt2.choose_precision("auto", dev)[0]
+    assert dtype == {"t4": "float16", "mps": "float32"}[device]
+    (_, video_optimizer, _), (model, optimizer, autocast) = calls
+    assert getattr(autocast, "fast_dtype", torch.float32) == getattr(torch, dtype)
+    assert compiled == [] and not gpt2.choose_compile(True, dev)[0]  # 7.5 and MPS: the model runs as written
+    assert optimizer.defaults["fused"] == gpt2.fused_adamw(dev) == (device == "t4")
+    assert rows[1][1].startswith(gpt2.PRECISION_NAMES[dtype]) and ("fused AdamW" in rows[1][1]) == (device == "t4")
+
+
+def test_sampling_draws_where_gpt2_py_samples_on_mps(monkeypatch):
+    bench_module, gpt2 = import_script("bench"), import_script("gpt2")
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *args, **kwargs: self)  # no MPS here: stay on the CPU
+    zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *args, device=None, **kwargs: zeros(*args, **kwargs))
+    monkeypatch.setattr(bench_module, "sync", lambda device: None)
+    generators, generate = [], gpt2.GPT.generate
+    monkeypatch.setattr(gpt2.GPT, "generate", lambda self, idx, n, generator=None, use_cache=True: generators.append(
+        generator) or generate(self, idx, n, generator=generator, use_cache=use_cache))
+    speed = bench_module.bench_sampling("mps", True, 5)
+    assert set(speed) == {True, False}
+    drawn = [generator.device for generator in generators if generator is not None]
+    assert drawn == [torch.device("cpu")] * 2 == [gpt2.sampling_device("mps")] * 2
+
+
+def test_the_pretraining_text_refuses_a_text_that_shares_a_line_with_tiny_shakespeare(tmp_path):
+    bench_module = import_script("bench")
+    text = bench_module.pretraining_text(2000)
+    line = next(line for line in text.splitlines() if len(line) >= 30)
+    shakespeare = tmp_path / "input.txt"
+    shakespeare.write_text(f"ROMEO:\n{line}\n", encoding="utf-8")
+    with pytest.raises(bench_module.UserError, match="holds lines of"):
+        bench_module.write_pretraining_text(str(tmp_path / "p" / "pretrain.txt"), 2000, str(shakespeare))
+    assert not (tmp_path / "p").exists()
+    shakespeare.write_text("ROMEO:\nA line that no docstring of the standard library holds.\n", encoding="utf-8")
+    n_chars, digest = bench_module.write_pretraining_text(str(tmp_path / "p" / "pretrain.txt"), 2000, str(shakespeare))
+    assert (tmp_path / "p" / "pretrain.txt").read_text(encoding="utf-8") == text and n_chars == len(text)
+
+
 def test_each_rung_of_the_ladder_is_made_of_v2s_classes_and_maps_B_T_to_logits_B_T_V():
-    bench, v2 = import_script("bench"), import_script("v2")
+    bench_module, v2 = import_script("bench"), import_script("v2")
     cfg = {**v2.HYPERPARAMETERS, "n_embd": 16, "n_head": 2, "n_layer": 2, "block_size": 8}
     idx = torch.randint(10, (3, 8))  # (B, T)
-    models = [bench.ladder_model(rung, cfg, 10) for rung in range(len(bench.LADDER))]
+    models = [bench_module.ladder_model(rung, cfg, 10) for rung in range(len(bench_module.LADDER))]
     assert [model(idx)[0].shape for model in models] == [(3, 8, 10)] * len(models)  # logits (B, T, V)
     head, multi, (attend, feed), blocks, gpt = [model.blocks for model in models[1:]]
     assert isinstance(head, v2.Head) and head(torch.randn(3, 8, 16)).shape == (3, 8, 16)  # (B, T, hs=C)
@@ -107,10 +308,10 @@ def test_the_ladders_last_rung_is_v2_py_trained_the_same_way(tmp_path, text_file
     argv = tiny_args("v2", tmp_path, text_file)
     code, out, err = run_in_process("v2", argv, capsys, monkeypatch)
     assert code == 0, err
-    bench, v2 = import_script("bench"), import_script("v2")
+    bench_module, v2 = import_script("bench"), import_script("v2")
     cfg = {**v2.HYPERPARAMETERS, **v2.parse_command_line(argv, v2.HYPERPARAMETERS), "out_dir": str(tmp_path / "rung")}
-    last_rung = functools.partial(bench.ladder_model, len(bench.LADDER) - 1)
-    rows, model = bench.train_like_v2(last_rung, cfg, "cpu")
+    last_rung = functools.partial(bench_module.ladder_model, len(bench_module.LADDER) - 1)
+    rows, model = bench_module.train_like_v2(last_rung, cfg, "cpu")
     assert eval_lines(out) == [f"step {step}: train loss {train:.4f}, val loss {val:.4f}" for step, train, val, _
                                in rows]  # every evaluation, as v2.py printed it
     checkpoint = torch.load(tmp_path / "out" / "v2" / "ckpt.pt", weights_only=True)

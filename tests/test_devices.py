@@ -77,33 +77,54 @@ def test_a_dtype_that_is_no_dtype_ends_with_one_line_naming_the_choices(tmp_path
     assert err.strip().splitlines() == ["error: --dtype must be one of auto, bfloat16, float16, float32, got 'fp16'"]
 
 
-def test_the_precision_line_says_what_was_chosen_and_why(capsys):
-    _, scaler = gpt2.set_precision(("float16", "compute capability 7.5 has no bf16"), "cpu")
-    line = capsys.readouterr().out
-    assert line == "precision: float16 autocast + gradient scaler (compute capability 7.5 has no bf16)\n"
-    assert scaler.is_enabled()
-    for dtype in ("bfloat16", "float32"):
-        assert not gpt2.set_precision((dtype, "why"), "cpu")[1].is_enabled()  # only float16 needs a scaler
+def test_the_precision_is_chosen_applied_and_told_in_one_call(capsys):
+    autocast, scaler = gpt2.set_up_precision("float16", "cpu")
+    assert capsys.readouterr().out == "precision: float16 autocast + gradient scaler (--dtype=float16)\n"
+    assert scaler.is_enabled() and autocast.fast_dtype == torch.float16
+
+
+@pytest.mark.parametrize("dtype, scaled", [("bfloat16", False), ("float16", True), ("float32", False)])
+def test_only_float16_needs_a_gradient_scaler(dtype, scaled):
+    assert gpt2.gradient_scaler(dtype, "cpu").is_enabled() == scaled
+
+
+def test_float32_runs_without_autocast_and_the_half_dtypes_with_it():
+    assert isinstance(gpt2.autocast_context("float32", "cpu"), gpt2.nullcontext)
+    for dtype in ("bfloat16", "float16"):
+        context = gpt2.autocast_context(dtype, "cpu")
+        assert isinstance(context, torch.autocast) and context.fast_dtype == getattr(torch, dtype)
+
+
+@pytest.mark.parametrize("dev, fused", [("cuda", True), ("cuda:1", True), ("cpu", True), ("mps", False)])
+def test_adamw_is_fused_except_on_mps(dev, fused):
+    assert gpt2.fused_adamw(dev) == fused
 
 
 # --- torch.compile ---
-@pytest.mark.parametrize("requested, dev, capability, triton, on, why", [
-    (True, "cuda", (9, 0), True, True, "compute capability 9.0, triton"),
-    (True, "cuda", (7, 5), True, True, "compute capability 7.5, triton"),
-    (True, "cuda", (7, 0), True, True, "compute capability 7.0, triton"),
-    (True, "cuda", (6, 1), True, False, "compute capability 6.1 is below the 7.0 that Triton needs"),
-    (True, "cuda", (8, 6), False, False, "triton is not installed"),  # e.g. Windows
-    (False, "cuda", (9, 0), True, False, "--compile=False"),
-    (True, "mps", None, True, False, "not on CUDA: mps runs the model as written"),
-    (True, "cpu", None, True, False, "not on CUDA: cpu runs the model as written"),
+BELOW_8 = "Triton fully supports only 8.0 and above"
+
+
+@pytest.mark.parametrize("requested, asked, dev, capability, triton, on, why", [
+    (True, False, "cuda", (9, 0), True, True, "compute capability 9.0, triton"),  # H100, H200
+    (True, False, "cuda", (8, 0), True, True, "compute capability 8.0, triton"),  # A100
+    (True, False, "cuda", (7, 5), True, False, f"compute capability 7.5: {BELOW_8}; add --compile to try it"),  # T4
+    (True, True, "cuda", (7, 5), True, True, f"compute capability 7.5, triton: --compile given, although {BELOW_8}"),
+    (True, False, "cuda", (7, 0), True, False, f"compute capability 7.0: {BELOW_8}; add --compile to try it"),  # V100
+    (True, True, "cuda", (6, 1), True, False, "compute capability 6.1 is below the 7.0 that Triton needs"),
+    (True, False, "cuda", (8, 6), False, False, "triton is not installed"),  # e.g. Windows
+    (True, True, "cuda", (7, 5), False, False, "triton is not installed"),
+    (False, True, "cuda", (9, 0), True, False, "--compile=False"),
+    (True, True, "mps", None, True, False, "not on CUDA: mps runs the model as written"),
+    (True, True, "cpu", None, True, False, "not on CUDA: cpu runs the model as written"),
 ])
-def test_compile_only_where_triton_can_work(gpu, monkeypatch, requested, dev, capability, triton, on, why):
+def test_compile_by_default_from_8_0_and_on_7_x_only_when_asked(gpu, monkeypatch, requested, asked, dev, capability,
+                                                                  triton, on, why):
     if capability:
         gpu(*capability)
     find_spec = gpt2.importlib.util.find_spec
     monkeypatch.setattr(gpt2.importlib.util, "find_spec",
                         lambda name, *args: (object() if triton else None) if name == "triton" else find_spec(name))
-    assert gpt2.choose_compile(requested, dev) == (on, why)
+    assert gpt2.choose_compile(requested, dev, asked) == (on, why)
 
 
 # --- float16 on the CPU, for real ---
