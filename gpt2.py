@@ -494,8 +494,17 @@ def setup_distributed(dev):
     if dev == "cuda":
         dev = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+    backend = distributed_backend(dev)
+    dist.init_process_group(backend=backend)
+    if rank == 0:
+        print(f"process group: {world_size} processes, backend {backend}")
     return rank, world_size, dev
+
+
+def distributed_backend(dev):
+    """nccl for CUDA where this torch has it (Linux builds); gloo otherwise: the CPU, and CUDA on Windows, whose
+    torch ships without NCCL."""
+    return "nccl" if dev.startswith("cuda") and dist.is_nccl_available() else "gloo"
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -628,9 +637,10 @@ def step_seed(seed, step, micro):
     """The seed of one micro-batch of one step (micro counts across all processes).
 
     Batches and dropout masks depend only on (seed, step, micro), so a run draws the same numbers
-    on 1 or N processes, and a resumed run draws what the uninterrupted run would have drawn.
+    on 1 or N processes, and a resumed run draws what the uninterrupted run would have drawn. Taken modulo 2**64,
+    so that every --seed gives a seed torch accepts (0 to 2**64 - 1).
     """
-    return (seed * 1_000_003 + step) * 1_000_003 + micro
+    return ((seed * 1_000_003 + step) * 1_000_003 + micro) % 2**64
 
 
 def micro_batches(data, cfg, step, rank, world_size, dev):

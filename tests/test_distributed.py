@@ -7,7 +7,9 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TEXT, TINY, eval_lines, run_in_process, tiny_args
+from conftest import ROOT, TEXT, TINY, eval_lines, import_script, run_in_process, tiny_args
+
+gpt2 = import_script("gpt2")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 STEPS = ("--grad_accum_steps=2", "--max_iters=6", "--eval_interval=3")  # a global batch of 2 micro-batches
@@ -57,6 +59,7 @@ def test_two_processes_train_and_print_everything_once(two_process_runs, capsys,
     assert code == 0, err
     assert [line.split(":")[0] for line in eval_lines(out)] == ["step 0", "step 3", "step 6"]
     assert out.count("using device") == 1 and "using device: cpu (2 processes)" in out
+    assert "process group: 2 processes, backend gloo" in out
     assert "(2 process(es) x 1 micro-batch(es)" in out
     assert sorted(path.name for path in out_dir.iterdir() if ".pt" in path.name) == ["ckpt.pt"]
     code, out, err = run_in_process("gpt2", [*TINY["gpt2"], f"--out_dir={out_dir}", "--sample", "--max_new_tokens=7"],
@@ -81,6 +84,27 @@ def test_two_processes_train_the_parameters_one_process_trains(dropout, two_proc
     assert one["model"].keys() == two["model"].keys()
     for name, tensor in one["model"].items():
         torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("dev, nccl, backend", [
+    ("cuda", True, "nccl"),  # Linux
+    ("cuda", False, "gloo"),  # Windows: torch ships without NCCL
+    ("cpu", True, "gloo"),
+    ("cpu", False, "gloo"),
+])
+def test_the_backend_is_nccl_only_for_cuda_where_nccl_is_available(monkeypatch, capsys, dev, nccl, backend):
+    monkeypatch.setattr(gpt2.dist, "is_nccl_available", lambda: nccl)
+    assert gpt2.distributed_backend(dev) == backend
+    joined = []
+    monkeypatch.setattr(gpt2.dist, "init_process_group", lambda **kwargs: joined.append(kwargs))
+    monkeypatch.setattr(gpt2.torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    rank, world_size, device = gpt2.setup_distributed(dev)
+    assert (rank, world_size, device) == (0, 2, "cuda:0" if dev == "cuda" else dev)
+    assert joined == [{"backend": backend}]
+    assert capsys.readouterr().out == f"process group: 2 processes, backend {backend}\n"
 
 
 def test_grad_accum_steps_not_divisible_by_the_processes_is_an_error(tmp_path, text_file):

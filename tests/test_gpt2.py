@@ -385,3 +385,50 @@ def test_time_budget_holds_when_the_steps_slow_down_halfway(tmp_path, text_file,
     assert took <= budget
     assert steps < planned  # the plan was cut short
     assert took >= 0.9 * budget  # and the budget was still used
+
+
+# --- any seed ---
+@pytest.mark.parametrize("seed", [20261129, -12345678, 2**63 - 1, -2**63])
+def test_every_64_bit_seed_trains_and_samples(seed, gpt2_cli):
+    code, out, err = gpt2_cli(f"--seed={seed}")
+    assert code == 0, err
+    assert [line.split(":")[0] for line in eval_lines(out)] == ["step 0", "step 10", "step 20"]
+    code, out, err = gpt2_cli(f"--seed={seed}", "--sample", "--max_new_tokens=5")
+    assert code == 0, err
+    assert len(out.removeprefix("using device: cpu\n")) == 1 + 5 + 1  # a newline, 5 characters, print's newline
+
+
+def test_step_seeds_stay_in_the_range_torch_accepts():
+    for seed in (0, 20261129, -1, 2**63 - 1, -2**63):
+        for step, micro in ((0, 0), (1999, 7), (10**9, 3)):
+            assert 0 <= gpt2.step_seed(seed, step, micro) < 2**64
+    assert gpt2.step_seed(1337, 5, 1) == (1337 * 1_000_003 + 5) * 1_000_003 + 1  # small seeds: the plain formula
+    assert len({gpt2.step_seed(-2**63, step, 0) for step in range(100)}) == 100  # still one seed per step
+
+
+def test_a_run_with_the_largest_seed_resumes_exactly(tmp_path, text_file, capsys, monkeypatch):
+    argv = [f"--seed={2**63 - 1}", "--dropout=0.1"]
+    whole = tiny_args("gpt2", tmp_path / "whole", text_file, *argv)
+    resumed = tiny_args("gpt2", tmp_path / "resumed", text_file, *argv)
+    code, uninterrupted, err = run_in_process("gpt2", whole, capsys, monkeypatch)
+    assert code == 0, err
+    micro_batches = gpt2.micro_batches
+
+    def ctrl_c_at_step_13(data, cfg, step, *args):
+        if step == 13:
+            raise KeyboardInterrupt
+        return micro_batches(data, cfg, step, *args)
+    monkeypatch.setattr(gpt2, "micro_batches", ctrl_c_at_step_13)
+    with pytest.raises(SystemExit) as stopped:
+        gpt2.main(resumed)
+    assert stopped.value.code == 130
+    capsys.readouterr()
+    monkeypatch.setattr(gpt2, "micro_batches", micro_batches)
+    code, out, err = run_in_process("gpt2", [*resumed, "--resume"], capsys, monkeypatch)
+    assert code == 0, err
+    assert "resuming from step 10" in out
+    assert eval_lines(out) == eval_lines(uninterrupted)[1:]
+    models = [torch.load(tmp_path / name / "out" / "gpt2" / "ckpt.pt", weights_only=True)["model"]
+              for name in ("whole", "resumed")]
+    for name, tensor in models[0].items():
+        torch.testing.assert_close(models[1][name], tensor, rtol=0, atol=0, msg=name)
