@@ -371,7 +371,8 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None, comp
     optimizer = configure_optimizer(raw_model, cfg, fused=fused_adamw(dev))
     run = Run(cfg, dev, raw_model, optimizer, chars, train_data, val_data, checkpoint, master, scaler)  # resume, save
     model = wrap_model(raw_model, cfg, dev, rank, world_size, compile_asked)  # torch.compile on CUDA; DDP, torchrun
-    timer = StepTimer(cfg, dev, run, world_size, scaler)  # tokens/s, MFU, skipped steps, --time_budget
+    timer = StepTimer(cfg, dev, run, world_size)  # tokens/s, MFU, --time_budget
+    skipped = SkippedSteps(scaler, run, dev)  # float16: the updates the scaler skipped
     step = run.start_step
     with run:
         while True:
@@ -391,7 +392,8 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None, comp
             scaler.update()  # float16: halve the scale after an overflow, double it after 2000 steps without one
             optimizer.zero_grad(set_to_none=True)
             run.stepped(step, loss, lr=lr, norm=norm)  # the progress bar: loss, learning rate, gradient norm
-            timer.stepped(step, norm)
+            skipped.counted(step, norm)
+            timer.stepped(step)
             step += 1
     run.finished()  # how long it took, and the plot of the losses
     if master:
@@ -441,8 +443,7 @@ def main(argv):
     if cfg["sample"] or cfg["resume"]:  # the saved model's settings: see saved_settings
         checkpoint = load_checkpoint(cfg["out_dir"], SCRIPT)
         cfg = saved_settings(cfg, overrides, checkpoint)
-        if "time_budget" not in overrides:
-            cfg["time_budget"] = 0  # a resumed run keeps the max_iters its budget had planned
+        cfg = budget_at_resume(cfg, overrides, checkpoint["step"])
     elif cfg["init_from"]:
         cfg, pretrained = load_pretrained(cfg, overrides)
     check_config(cfg)
@@ -484,6 +485,14 @@ def load_pretrained(cfg, overrides):
     except UserError as error:
         raise UserError(f"--init_from={source}: {error}") from None
     return {**cfg, **saved_model_settings(overrides, pretrained["config"], source)}, pretrained
+
+
+def budget_at_resume(cfg, overrides, saved_step):
+    """--resume: a --time_budget given again means that many more seconds of training, planned afresh from the
+    saved step; without one, the run keeps the max_iters its budget planned."""
+    if not overrides.get("time_budget"):
+        return {**cfg, "time_budget": 0}
+    return {**cfg, "max_iters": max(cfg["max_iters"], saved_step + HYPERPARAMETERS["max_iters"])}  # until planned
 
 
 def setup_distributed(dev):
@@ -657,58 +666,92 @@ def micro_batches(data, cfg, step, rank, world_size, dev):
 
 
 class StepTimer:
-    """Times the training steps (evaluations left out), over 2 steps after the first, then every log_interval:
-    shows tokens/s and MFU on the progress bar, and in float16 the steps the scaler skipped; with --time_budget,
-    plans max_iters from the step time measured so far, again at every measurement, so that a run on a machine
-    that slows down still ends in time; without one, on a CPU or MPS, says once when the run would take hours,
-    and gives the laptop recipe."""
+    """Times the training steps (evaluations left out): shows tokens/s and MFU on the progress bar; with
+    --time_budget, plans max_iters from the step time at every measurement, so that a run on a machine that slows
+    down still ends in time; without one, on a CPU or MPS, says once when the run would take hours, and gives the
+    laptop recipe.
 
-    def __init__(self, cfg, dev, run, world_size, scaler):
-        self.cfg, self.dev, self.run, self.world_size, self.scaler = cfg, dev, run, world_size, scaler
+    A measurement covers the steps since the previous one: the first 2 after the first step (which compiles), then
+    log_interval steps or 1 s, whichever comes first (by steps only under torchrun, so that every process plans at
+    the same step), and always at the planned last step, so that the decision to stop is made on fresh numbers.
+    """
+
+    def __init__(self, cfg, dev, run, world_size):
+        self.cfg, self.dev, self.run, self.world_size = cfg, dev, run, world_size
         self.tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum_steps"]
         self.flops, self.peak = flops_per_token(run.model), peak_flops(dev)
         self.seconds_per_step = None  # a moving average of the measured step times
+        self.latest = self.previous = None  # the step times of the last two measurements
         self.mark = None  # (time, seconds spent evaluating, steps done) where the current measurement started
-        self.skipped = torch.zeros((), dtype=torch.long, device=dev)  # counted on the device: no wait per step
 
-    def stepped(self, step, norm):
-        if self.scaler.is_enabled():  # a gradient that overflowed: the scaler skipped this step's update
-            self.skipped += (~torch.isfinite(norm)).long()
+    def stepped(self, step):
         now, evaluating, done = time.time(), self.run.eval_seconds, step + 1
         if self.mark is None:  # the first step compiles the model: measure from its end
             self.mark = (now, evaluating, done)
             return
         t0, e0, d0 = self.mark
-        if done - d0 < (2 if self.seconds_per_step is None else self.cfg["log_interval"]):
+        steps, seconds = done - d0, (now - t0) - (evaluating - e0)
+        if not self.due(steps, seconds, done):
             return
-        seconds = ((now - t0) - (evaluating - e0)) / (done - d0)
-        first = self.seconds_per_step is None
-        self.seconds_per_step = seconds if first else 0.8 * self.seconds_per_step + 0.2 * seconds
         self.mark = (now, evaluating, done)
-        if self.scaler.is_enabled() and int(self.skipped):
-            self.run.postfix["skipped"] = int(self.skipped)
-        tokens_per_second = self.tokens_per_step / seconds
-        self.run.postfix["tok/s"] = f"{tokens_per_second:,.0f}"
-        if self.peak:  # model FLOPs utilisation: the share of the GPU's peak that the model's arithmetic uses
-            self.run.postfix["mfu"] = f"{100 * self.flops * tokens_per_second / self.world_size / self.peak:.1f}%"
+        self.previous, self.latest = self.latest, seconds / steps
+        first = self.seconds_per_step is None
+        self.seconds_per_step = self.latest if first else 0.8 * self.seconds_per_step + 0.2 * self.latest
+        self.show(self.latest)
         if self.cfg["time_budget"]:
             self.plan(done, now, first)
         elif first and not self.dev.startswith("cuda") and self.run.master:
-            notice = laptop_notice(self.dev, seconds, self.cfg["max_iters"] - done)
+            notice = laptop_notice(self.dev, self.latest, self.cfg["max_iters"] - done)
             if notice:
                 tqdm.write(notice)
 
+    def due(self, steps, seconds, done):
+        """Whether the steps since the last measurement make a new one."""
+        if done >= self.cfg["max_iters"]:
+            return True
+        if self.seconds_per_step is None:
+            return steps >= 2
+        return steps >= self.cfg["log_interval"] or (self.world_size == 1 and seconds >= 1.0)
+
+    def show(self, seconds_per_step):
+        """tokens/s and, on a GPU whose peak we know, MFU on the progress bar."""
+        tokens_per_second = self.tokens_per_step / seconds_per_step
+        self.run.postfix["tok/s"] = f"{tokens_per_second:,.0f}"
+        if self.peak:  # model FLOPs utilisation: the share of the GPU's peak that the model's arithmetic uses
+            self.run.postfix["mfu"] = f"{100 * self.flops * tokens_per_second / self.world_size / self.peak:.1f}%"
+
     def plan(self, done, now, first):
-        """max_iters such that the steps left, the evaluations among them and the last one end within the budget."""
+        """max_iters such that the steps left, the evaluations among them and the last one end within the budget.
+        Planned from the slower of the moving average and the latest measurement; but one slow measurement alone
+        never ends the run: while the time left fits a step at the faster of the last two, one more is taken."""
         budget, run = self.cfg["time_budget"], self.run
-        per_step = self.seconds_per_step + run.last_eval_seconds / self.cfg["eval_interval"]
+        evaluating = run.last_eval_seconds / self.cfg["eval_interval"]
         left = budget - (now - run.t_start) - 2 * run.last_eval_seconds - 0.02 * budget  # margins: the last one, drift
-        max_iters = torch.tensor(done + max(0, int(left / per_step)), device=self.dev)
+        steps_left = max(0, int(left / (max(self.seconds_per_step, self.latest) + evaluating)))
+        if steps_left == 0 and left >= min(self.latest, self.previous or self.latest) + evaluating:
+            steps_left = 1
+        max_iters = torch.tensor(done + steps_left, device=self.dev)
         if self.world_size > 1:
             dist.broadcast(max_iters, src=0)  # every process must stop at the same step
         self.cfg["max_iters"] = run.bar.total = int(max_iters)
         if first and run.master:
             tqdm.write(f"time budget: {self.seconds_per_step * 1e3:.0f} ms a step, so max_iters = {int(max_iters)}")
+
+
+class SkippedSteps:
+    """In float16, the steps whose update the gradient scaler skipped (a gradient overflowed to inf or nan), on the
+    progress bar. Counted on the device, so that no step waits for the GPU; read every log_interval steps."""
+
+    def __init__(self, scaler, run, dev):
+        self.scaler, self.run = scaler, run
+        self.count = torch.zeros((), dtype=torch.long, device=dev)
+
+    def counted(self, step, norm):
+        if not self.scaler.is_enabled():
+            return
+        self.count += (~torch.isfinite(norm)).long()
+        if step % self.run.cfg["log_interval"] == 0 and int(self.count):
+            self.run.postfix["skipped"] = int(self.count)
 
 
 def laptop_notice(dev, seconds_per_step, steps_left):

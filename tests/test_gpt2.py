@@ -347,7 +347,7 @@ class StepClock:
         return self.now
 
 
-def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch):
+def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch, *extra):
     """A tiny gpt2.py run with --time_budget=budget whose steps take step_seconds(elapsed) on a fake clock:
     (the max_iters it planned first, the steps it made, the training time it printed)."""
     clock = StepClock(step_seconds)
@@ -359,8 +359,11 @@ def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeyp
         return forward_backward(*args, **kwargs)
     monkeypatch.setattr(gpt2, "time", clock)
     monkeypatch.setattr(gpt2, "forward_backward", timed_forward_backward)
-    gpt2.main(tiny_args("gpt2", tmp_path, text_file, f"--time_budget={budget}", "--max_iters=1000000",
-                        "--eval_interval=50", "--max_new_tokens=0"))
+    argv = tiny_args("gpt2", tmp_path, text_file, f"--time_budget={budget}", "--max_iters=1000000",
+                     "--eval_interval=50", "--max_new_tokens=0", *extra)
+    if "--resume" in extra:  # as a user resumes: the saved settings and the new budget, no --max_iters
+        argv = [arg for arg in argv if not arg.startswith("--max_iters=")]
+    gpt2.main(argv)
     out = capsys.readouterr().out
     planned = int(re.search(r"time budget: 50 ms a step, so max_iters = (\d+)", out)[1])
     steps = int(eval_lines(out)[-1].split()[1].rstrip(":"))
@@ -385,6 +388,46 @@ def test_time_budget_holds_when_the_steps_slow_down_halfway(tmp_path, text_file,
     assert took <= budget
     assert steps < planned  # the plan was cut short
     assert took >= 0.9 * budget  # and the budget was still used
+
+
+def test_time_budget_holds_when_the_steps_become_25x_slower_a_third_of_the_way_in(tmp_path, text_file, capsys,
+                                                                                   monkeypatch):
+    budget = 10  # another program takes the cores: a step of 50 ms becomes 1.25 s
+    _, _, took = run_on_step_clock(lambda elapsed: 0.05 if elapsed < budget / 3 else 1.25, budget, tmp_path,
+                                   text_file, capsys, monkeypatch)
+    assert 0.95 * budget <= took <= 1.05 * budget
+
+
+def test_a_single_slow_step_does_not_end_a_budgeted_run_early(tmp_path, text_file, capsys, monkeypatch):
+    budget, slow = 10, []
+
+    def step_seconds(elapsed):
+        if elapsed >= 7 and not slow:  # once, near the end: a step of 2 s, then 50 ms again
+            slow.append(elapsed)
+            return 2.0
+        return 0.05
+    _, _, took = run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch)
+    assert slow
+    assert 0.95 * budget <= took <= budget
+
+
+def test_a_new_time_budget_at_resume_trains_that_many_more_seconds(tmp_path, text_file, capsys, monkeypatch):
+    budget = 5
+    _, steps, took = run_on_step_clock(lambda elapsed: 0.05, budget, tmp_path, text_file, capsys, monkeypatch)
+    assert 0.95 * budget <= took <= budget
+    saved = torch.load(tmp_path / "out" / "gpt2" / "ckpt.pt", weights_only=True)["step"]
+    assert saved == steps  # the run reached its planned end, and saved it
+    _, more_steps, took = run_on_step_clock(lambda elapsed: 0.05, budget, tmp_path, text_file, capsys, monkeypatch,
+                                            "--resume")
+    assert 0.95 * budget <= took <= budget  # 5 more seconds of training
+    assert more_steps - saved == pytest.approx(steps, abs=3)  # as many steps again
+
+
+def test_resuming_without_a_time_budget_keeps_the_planned_end(tmp_path, text_file, capsys, monkeypatch):
+    _, steps, _ = run_on_step_clock(lambda elapsed: 0.05, 3, tmp_path, text_file, capsys, monkeypatch)
+    cfg = gpt2.budget_at_resume({**gpt2.HYPERPARAMETERS, "max_iters": steps, "time_budget": 3}, {"resume": True},
+                                steps)
+    assert (cfg["max_iters"], cfg["time_budget"]) == (steps, 0)
 
 
 # --- any seed ---
