@@ -795,11 +795,23 @@ def load_tokens_once(path, out_dir, vocab=None):
     return load_tokens(path, out_dir, vocab=vocab)
 
 
-def token_cache_paths(path, out_dir):
-    """The token file and its description, next to the text (or in out_dir if that folder is read-only)."""
+def token_cache_paths(path, out_dir, vocab=None):
+    """The token file and its description, next to the text (or in out_dir if that folder is read-only). Their names
+    carry a short hash of the vocabulary (the text's own, or vocab, a saved model's), so that runs with different
+    vocabularies keep a file each and never read each other's ids."""
     folder = os.path.dirname(os.path.abspath(path))
     base = path if os.access(folder, os.W_OK) else os.path.join(out_dir, os.path.basename(path))
-    return base + ".tokens.bin", base + ".tokens.json"
+    key = hashlib.sha256((vocab or "").encode()).hexdigest()[:8]  # "": the text's own characters
+    return f"{base}.{key}.tokens.bin", f"{base}.{key}.tokens.json"
+
+
+def text_checksum(path, chunk_bytes=1 << 24):
+    """sha256 of the text's bytes: the token file is fresh only for this exact content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
@@ -808,13 +820,12 @@ def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
     The first run streams the text twice (once for the vocabulary, once to encode it) into a flat
     binary token file, one byte per character when the vocabulary fits (else two); later runs map
     that file with np.memmap, so only the windows a batch needs are read. The file is rebuilt when
-    the text's size or modification time changes, or when it was encoded with another vocabulary:
-    the text's own, or vocab, a saved model's (--init_from).
+    the text's content changes (its checksum), or when an id in it is not in the vocabulary (a damaged
+    file). The vocabulary is the text's own, or vocab, a saved model's (--init_from).
     """
     check_input_file(path)
-    bin_path, meta_path = token_cache_paths(path, out_dir)
-    stat = os.stat(path)
-    source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    bin_path, meta_path = token_cache_paths(path, out_dir, vocab)
+    source = {"size": os.path.getsize(path), "sha256": text_checksum(path)}
     try:  # the token file is reused when its description matches the text and the file has every token
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -822,10 +833,22 @@ def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
             bin_path) == meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize
     except (OSError, ValueError, KeyError, TypeError):
         usable = False
+    if usable and not ids_in_vocabulary(bin_path, meta):
+        print(f"{bin_path} holds ids outside its vocabulary (a damaged file): encoding {path} again")
+        usable = False
     if not usable:
         meta = encode_to_file(path, bin_path, meta_path, source, chunk_chars, vocab)
     data = np.memmap(bin_path, dtype=meta["dtype"], mode="r") if meta["n_tokens"] else np.zeros(0, np.uint8)
     return meta["chars"], data
+
+
+def ids_in_vocabulary(bin_path, meta, chunk_tokens=1 << 24):
+    """Whether every id in the token file is below the vocabulary size (an id beyond it would index past the
+    embedding table)."""
+    if not meta["n_tokens"]:
+        return True
+    data = np.memmap(bin_path, dtype=meta["dtype"], mode="r")
+    return all(int(data[i:i + chunk_tokens].max()) < len(meta["chars"]) for i in range(0, len(data), chunk_tokens))
 
 
 def encode_to_file(path, bin_path, meta_path, source, chunk_chars, vocab=None):

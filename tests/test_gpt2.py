@@ -5,6 +5,7 @@ import os
 import re
 from contextlib import nullcontext
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,7 +246,8 @@ def test_token_file_is_written_once_reused_and_rebuilt_when_the_text_changes(tmp
 
     chars, data = gpt2.load_tokens(str(path), str(tmp_path / "out"), chunk)
     text = path.read_text(encoding="utf-8")
-    bin_path = tmp_path / "big.txt.tokens.bin"
+    bin_path, _ = map(Path, gpt2.token_cache_paths(str(path), str(tmp_path / "out")))
+    assert bin_path.parent == tmp_path and re.fullmatch(r"big\.txt\.[0-9a-f]{8}\.tokens\.bin", bin_path.name)
     assert chars == "".join(sorted(set(text)))
     assert data.dtype == np.uint8
     assert len(data) == bin_path.stat().st_size == len(text)  # one byte per character
@@ -277,8 +279,55 @@ def test_token_file_uses_two_bytes_per_character_beyond_256_characters(tmp_path,
     path.write_text(text, encoding="utf-8")
     chars, data = gpt2.load_tokens(str(path), str(tmp_path / "out"))
     assert data.dtype == dtype
-    assert (tmp_path / "wide.txt.tokens.bin").stat().st_size == len(text) * np.dtype(dtype).itemsize
+    bin_path = gpt2.token_cache_paths(str(path), str(tmp_path / "out"))[0]
+    assert os.path.getsize(bin_path) == len(text) * np.dtype(dtype).itemsize
     assert gpt2.decode(data.tolist(), dict(enumerate(chars))) == text
+
+
+@pytest.fixture
+def encodings(monkeypatch):
+    """The texts encode_to_file encodes, as a list that grows with each encoding."""
+    encoded = []
+    encode_to_file = gpt2.encode_to_file
+    monkeypatch.setattr(gpt2, "encode_to_file", lambda *args: encoded.append(args[0]) or encode_to_file(*args))
+    return encoded
+
+
+def test_alternating_a_finetuning_vocabulary_and_the_texts_own_encodes_each_once(tmp_path, text_file, encodings):
+    model_vocab = "".join(sorted(set(TEXT) | set("XYZ")))  # a pretrained model's characters: more than the text's
+    for _ in range(3):
+        own, own_data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+        theirs, their_data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"), vocab=model_vocab)
+        assert (own, theirs) == ("".join(CHARS), model_vocab)
+        assert gpt2.decode(own_data.tolist(), dict(enumerate(own))) == TEXT
+        assert gpt2.decode(their_data.tolist(), dict(enumerate(theirs))) == TEXT
+    assert len(encodings) == 2  # once per vocabulary
+    paths = {gpt2.token_cache_paths(str(text_file), "out", vocab) for vocab in (None, model_vocab)}
+    assert len(paths) == 2  # a file each: two runs started together never read each other's ids
+
+
+def test_a_text_replaced_by_another_of_the_same_size_and_time_is_encoded_again(tmp_path, text_file, encodings):
+    gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    stat = text_file.stat()
+    replaced = TEXT.replace("speak", "SPEAK")
+    assert len(replaced.encode()) == stat.st_size and set(replaced) != set(TEXT)
+    text_file.write_text(replaced, encoding="utf-8")
+    os.utime(text_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and modification time
+    chars, data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    assert len(encodings) == 2
+    assert gpt2.decode(data.tolist(), dict(enumerate(chars))) == replaced
+
+
+def test_a_damaged_id_in_the_token_file_is_caught_and_the_text_encoded_again(tmp_path, text_file, encodings, capsys):
+    gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    bin_path = gpt2.token_cache_paths(str(text_file), str(tmp_path / "out"))[0]
+    with open(bin_path, "r+b") as f:
+        f.seek(100)
+        f.write(bytes([200]))  # an id far beyond the vocabulary's size
+    chars, data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    assert len(encodings) == 2
+    assert "holds ids outside its vocabulary (a damaged file): encoding" in capsys.readouterr().out
+    assert int(data.max()) < len(chars) and gpt2.decode(data.tolist(), dict(enumerate(chars))) == TEXT
 
 
 # --- checkpoints ---
