@@ -178,20 +178,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:  # sampling: keep this call's keys and values, attend to every cached position too
+            k, v = cache.update(layer, k, v)  # (B, nh, S, hs): S = cached positions + T
+        S = k.size(2)
+        # the new positions see every cached one and each other causally (S == T: the plain causal mask)
+        mask = None if S == T or T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)  # (T, S)
         q, k, v = contiguous_on_mps(q, k, v)  # MPS's attention kernel misreads transposed views (see below the ruler)
         p = self.attn_dropout if self.training else 0.0
-        if cache is None or cache.length == 0:  # training, or filling an empty cache: plain causal attention
-            if cache is not None:
-                cache.update(layer, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
-        else:  # new positions attend to every cached position and causally among themselves
-            k, v = contiguous_on_mps(*cache.update(layer, k, v))  # (B, nh, S, hs): S = cached positions + T
-            S = k.size(2)
-            if T == 1:
-                mask = None  # one new position sees every cached one
-            else:
-                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)  # (T, S)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=S == T)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
