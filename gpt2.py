@@ -301,12 +301,6 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
-def model_vocabulary(cfg, checkpoint, pretrained):
-    """The vocabulary a run must encode its text with: when finetuning (--init_from, and its resumption), the
-    model's characters; otherwise None, and the text's own characters make the vocabulary."""
-    return (checkpoint or pretrained)["chars"] if cfg["init_from"] else None
-
-
 def build_model(cfg, vocab_size):
     return GPT(GPTConfig(vocab_size, cfg["block_size"], cfg["n_embd"], cfg["n_head"], cfg["n_layer"], cfg["dropout"]))
 
@@ -481,6 +475,12 @@ def load_pretrained(cfg, overrides):
     return {**cfg, **saved_model_settings(overrides, pretrained["config"], source)}, pretrained
 
 
+def model_vocabulary(cfg, checkpoint, pretrained):
+    """The vocabulary a run must encode its text with: when finetuning (--init_from, and its resumption), the
+    model's characters; otherwise None, and the text's own characters make the vocabulary."""
+    return (checkpoint or pretrained)["chars"] if cfg["init_from"] else None
+
+
 def budget_at_resume(cfg, overrides, saved_step):
     """--resume: a --time_budget given again means that many more seconds of training, planned afresh from the
     saved step; without one, the run keeps the max_iters its budget planned."""
@@ -613,10 +613,10 @@ def choose_compile(requested, dev, asked=False):
 def contiguous_on_mps(*tensors):
     """The tensors, laid out in memory order on MPS; elsewhere as they are (the CUDA and CPU kernels read any layout).
 
-    On Apple Silicon, F.scaled_dot_product_attention returned wrong values, silently, for transposed q, k, v with
+    On Apple Silicon, F.scaled_dot_product_attention can return wrong values, silently, for transposed q, k, v with
     head_size 64 or more, as the default model has (PyTorch issues 181133 and 163597). MPS also trains in float32
-    only (choose_precision): in float16 and bfloat16 its causal attention let positions see the future (issue
-    195910), and autocast and the gradient scaler reached MPS only in recent torch versions."""
+    only (choose_precision): in float16 and bfloat16 its causal attention can let positions see the future (issue
+    195910), and autocast and the gradient scaler on MPS need a recent torch."""
     if tensors[0].device.type == "mps":
         return tuple(t.contiguous() for t in tensors)
     return tensors
