@@ -178,20 +178,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:  # sampling: keep this call's keys and values, attend to every cached position too
+            k, v = cache.update(layer, k, v)  # (B, nh, S, hs): S = cached positions + T
+        S = k.size(2)
+        # the new positions see every cached one and each other causally (S == T: the plain causal mask)
+        mask = None if S == T or T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)  # (T, S)
         q, k, v = contiguous_on_mps(q, k, v)  # MPS's attention kernel misreads transposed views (see below the ruler)
         p = self.attn_dropout if self.training else 0.0
-        if cache is None or cache.length == 0:  # training, or filling an empty cache: plain causal attention
-            if cache is not None:
-                cache.update(layer, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
-        else:  # new positions attend to every cached position and causally among themselves
-            k, v = contiguous_on_mps(*cache.update(layer, k, v))  # (B, nh, S, hs): S = cached positions + T
-            S = k.size(2)
-            if T == 1:
-                mask = None  # one new position sees every cached one
-            else:
-                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)  # (T, S)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=S == T)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
@@ -307,12 +301,6 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
-def model_vocabulary(cfg, checkpoint, pretrained):
-    """The vocabulary a run must encode its text with: when finetuning (--init_from, and its resumption), the
-    model's characters; otherwise None, and the text's own characters make the vocabulary."""
-    return (checkpoint or pretrained)["chars"] if cfg["init_from"] else None
-
-
 def build_model(cfg, vocab_size):
     return GPT(GPTConfig(vocab_size, cfg["block_size"], cfg["n_embd"], cfg["n_head"], cfg["n_layer"], cfg["dropout"]))
 
@@ -372,7 +360,8 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None, comp
     run = Run(cfg, dev, raw_model, optimizer, chars, train_data, val_data, checkpoint, master,
               extra_state={"scaler": scaler})  # resume, save, log, progress
     model = wrap_model(raw_model, cfg, dev, rank, world_size, compile_asked)  # torch.compile on CUDA; DDP, torchrun
-    timer = StepTimer(cfg, dev, run, world_size, scaler)  # tokens/s, MFU, skipped steps, --time_budget
+    timer = StepTimer(cfg, dev, run, world_size)  # tokens/s, MFU, --time_budget
+    skipped = SkippedSteps(scaler, run, dev)  # float16: the updates the scaler skipped
     step = run.start_step
     with run:
         while True:
@@ -392,7 +381,8 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None, comp
             scaler.update()  # float16: halve the scale after an overflow, double it after 2000 steps without one
             optimizer.zero_grad(set_to_none=True)
             run.stepped(step, loss, lr=lr, norm=norm)  # the progress bar: loss, learning rate, gradient norm
-            timer.stepped(step, norm)
+            skipped.counted(step, norm)
+            timer.stepped(step)
             step += 1
     run.finished()  # how long it took, and the plot of the losses
     if master:
@@ -442,8 +432,7 @@ def main(argv):
     if cfg["sample"] or cfg["resume"]:  # the saved model's settings: see saved_settings
         checkpoint = load_checkpoint(cfg["out_dir"], SCRIPT, cfg)
         cfg = saved_settings(cfg, overrides, checkpoint)
-        if "time_budget" not in overrides:
-            cfg["time_budget"] = 0  # a resumed run keeps the max_iters its budget had planned
+        cfg = budget_at_resume(cfg, overrides, checkpoint["step"])
     elif cfg["init_from"]:
         cfg, pretrained = load_pretrained(cfg, overrides)
     check_config(cfg)
@@ -484,6 +473,20 @@ def load_pretrained(cfg, overrides):
     return {**cfg, **saved_model_settings(overrides, pretrained["config"], source, "init_from")}, pretrained
 
 
+def model_vocabulary(cfg, checkpoint, pretrained):
+    """The vocabulary a run must encode its text with: when finetuning (--init_from, and its resumption), the
+    model's characters; otherwise None, and the text's own characters make the vocabulary."""
+    return (checkpoint or pretrained)["chars"] if cfg["init_from"] else None
+
+
+def budget_at_resume(cfg, overrides, saved_step):
+    """--resume: a --time_budget given again means that many more seconds of training, planned afresh from the
+    saved step; without one, the run keeps the max_iters its budget planned."""
+    if not overrides.get("time_budget"):
+        return {**cfg, "time_budget": 0}
+    return {**cfg, "max_iters": max(cfg["max_iters"], saved_step + HYPERPARAMETERS["max_iters"])}  # until planned
+
+
 def setup_distributed(dev):
     """Under torchrun (RANK and WORLD_SIZE set): join the process group; returns (rank, world_size, device)."""
     if "RANK" not in os.environ:
@@ -492,8 +495,17 @@ def setup_distributed(dev):
     if dev == "cuda":
         dev = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+    backend = distributed_backend(dev)
+    dist.init_process_group(backend=backend)
+    if rank == 0:
+        print(f"process group: {world_size} processes, backend {backend}")
     return rank, world_size, dev
+
+
+def distributed_backend(dev):
+    """nccl for CUDA where this torch has it (Linux builds); gloo otherwise: the CPU, and CUDA on Windows, whose
+    torch ships without NCCL."""
+    return "nccl" if dev.startswith("cuda") and dist.is_nccl_available() else "gloo"
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -599,10 +611,10 @@ def choose_compile(requested, dev, asked=False):
 def contiguous_on_mps(*tensors):
     """The tensors, laid out in memory order on MPS; elsewhere as they are (the CUDA and CPU kernels read any layout).
 
-    On Apple Silicon, F.scaled_dot_product_attention returned wrong values, silently, for transposed q, k, v with
+    On Apple Silicon, F.scaled_dot_product_attention can return wrong values, silently, for transposed q, k, v with
     head_size 64 or more, as the default model has (PyTorch issues 181133 and 163597). MPS also trains in float32
-    only (choose_precision): in float16 and bfloat16 its causal attention let positions see the future (issue
-    195910), and autocast and the gradient scaler reached MPS only in recent torch versions."""
+    only (choose_precision): in float16 and bfloat16 its causal attention can let positions see the future (issue
+    195910), and autocast and the gradient scaler on MPS need a recent torch."""
     if tensors[0].device.type == "mps":
         return tuple(t.contiguous() for t in tensors)
     return tensors
@@ -626,9 +638,10 @@ def step_seed(seed, step, micro):
     """The seed of one micro-batch of one step (micro counts across all processes).
 
     Batches and dropout masks depend only on (seed, step, micro), so a run draws the same numbers
-    on 1 or N processes, and a resumed run draws what the uninterrupted run would have drawn.
+    on 1 or N processes, and a resumed run draws what the uninterrupted run would have drawn. Taken modulo 2**64,
+    so that every --seed gives a seed torch accepts (0 to 2**64 - 1).
     """
-    return (seed * 1_000_003 + step) * 1_000_003 + micro
+    return ((seed * 1_000_003 + step) * 1_000_003 + micro) % 2**64
 
 
 def micro_batches(data, cfg, step, rank, world_size, dev):
@@ -645,58 +658,92 @@ def micro_batches(data, cfg, step, rank, world_size, dev):
 
 
 class StepTimer:
-    """Times the training steps (evaluations left out), over 2 steps after the first, then every log_interval:
-    shows tokens/s and MFU on the progress bar, and in float16 the steps the scaler skipped; with --time_budget,
-    plans max_iters from the step time measured so far, again at every measurement, so that a run on a machine
-    that slows down still ends in time; without one, on a CPU or MPS, says once when the run would take hours,
-    and gives the laptop recipe."""
+    """Times the training steps (evaluations left out): shows tokens/s and MFU on the progress bar; with
+    --time_budget, plans max_iters from the step time at every measurement, so that a run on a machine that slows
+    down still ends in time; without one, on a CPU or MPS, says once when the run would take hours, and gives the
+    laptop recipe.
 
-    def __init__(self, cfg, dev, run, world_size, scaler):
-        self.cfg, self.dev, self.run, self.world_size, self.scaler = cfg, dev, run, world_size, scaler
+    A measurement covers the steps since the previous one: the first 2 after the first step (which compiles), then
+    log_interval steps or 1 s, whichever comes first (by steps only under torchrun, so that every process plans at
+    the same step), and always at the planned last step, so that the decision to stop is made on fresh numbers.
+    """
+
+    def __init__(self, cfg, dev, run, world_size):
+        self.cfg, self.dev, self.run, self.world_size = cfg, dev, run, world_size
         self.tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum_steps"]
         self.flops, self.peak = flops_per_token(run.model), peak_flops(dev)
         self.seconds_per_step = None  # a moving average of the measured step times
+        self.latest = self.previous = None  # the step times of the last two measurements
         self.mark = None  # (time, seconds spent evaluating, steps done) where the current measurement started
-        self.skipped = torch.zeros((), dtype=torch.long, device=dev)  # counted on the device: no wait per step
 
-    def stepped(self, step, norm):
-        if self.scaler.is_enabled():  # a gradient that overflowed: the scaler skipped this step's update
-            self.skipped += (~torch.isfinite(norm)).long()
+    def stepped(self, step):
         now, evaluating, done = time.time(), self.run.eval_seconds, step + 1
         if self.mark is None:  # the first step compiles the model: measure from its end
             self.mark = (now, evaluating, done)
             return
         t0, e0, d0 = self.mark
-        if done - d0 < (2 if self.seconds_per_step is None else self.cfg["log_interval"]):
+        steps, seconds = done - d0, (now - t0) - (evaluating - e0)
+        if not self.due(steps, seconds, done):
             return
-        seconds = ((now - t0) - (evaluating - e0)) / (done - d0)
-        first = self.seconds_per_step is None
-        self.seconds_per_step = seconds if first else 0.8 * self.seconds_per_step + 0.2 * seconds
         self.mark = (now, evaluating, done)
-        if self.scaler.is_enabled() and int(self.skipped):
-            self.run.postfix["skipped"] = int(self.skipped)
-        tokens_per_second = self.tokens_per_step / seconds
-        self.run.postfix["tok/s"] = f"{tokens_per_second:,.0f}"
-        if self.peak:  # model FLOPs utilisation: the share of the GPU's peak that the model's arithmetic uses
-            self.run.postfix["mfu"] = f"{100 * self.flops * tokens_per_second / self.world_size / self.peak:.1f}%"
+        self.previous, self.latest = self.latest, seconds / steps
+        first = self.seconds_per_step is None
+        self.seconds_per_step = self.latest if first else 0.8 * self.seconds_per_step + 0.2 * self.latest
+        self.show(self.latest)
         if self.cfg["time_budget"]:
             self.plan(done, now, first)
         elif first and not self.dev.startswith("cuda") and self.run.master:
-            notice = laptop_notice(self.dev, seconds, self.cfg["max_iters"] - done)
+            notice = laptop_notice(self.dev, self.latest, self.cfg["max_iters"] - done)
             if notice:
                 tqdm.write(notice)
 
+    def due(self, steps, seconds, done):
+        """Whether the steps since the last measurement make a new one."""
+        if done >= self.cfg["max_iters"]:
+            return True
+        if self.seconds_per_step is None:
+            return steps >= 2
+        return steps >= self.cfg["log_interval"] or (self.world_size == 1 and seconds >= 1.0)
+
+    def show(self, seconds_per_step):
+        """tokens/s and, on a GPU whose peak we know, MFU on the progress bar."""
+        tokens_per_second = self.tokens_per_step / seconds_per_step
+        self.run.postfix["tok/s"] = f"{tokens_per_second:,.0f}"
+        if self.peak:  # model FLOPs utilisation: the share of the GPU's peak that the model's arithmetic uses
+            self.run.postfix["mfu"] = f"{100 * self.flops * tokens_per_second / self.world_size / self.peak:.1f}%"
+
     def plan(self, done, now, first):
-        """max_iters such that the steps left, the evaluations among them and the last one end within the budget."""
+        """max_iters such that the steps left, the evaluations among them and the last one end within the budget.
+        Planned from the slower of the moving average and the latest measurement; but one slow measurement alone
+        never ends the run: while the time left fits a step at the faster of the last two, one more is taken."""
         budget, run = self.cfg["time_budget"], self.run
-        per_step = self.seconds_per_step + run.last_eval_seconds / self.cfg["eval_interval"]
+        evaluating = run.last_eval_seconds / self.cfg["eval_interval"]
         left = budget - (now - run.t_start) - 2 * run.last_eval_seconds - 0.02 * budget  # margins: the last one, drift
-        max_iters = torch.tensor(done + max(0, int(left / per_step)), device=self.dev)
+        steps_left = max(0, int(left / (max(self.seconds_per_step, self.latest) + evaluating)))
+        if steps_left == 0 and left >= min(self.latest, self.previous or self.latest) + evaluating:
+            steps_left = 1
+        max_iters = torch.tensor(done + steps_left, device=self.dev)
         if self.world_size > 1:
             dist.broadcast(max_iters, src=0)  # every process must stop at the same step
         self.cfg["max_iters"] = run.bar.total = int(max_iters)
         if first and run.master:
             tqdm.write(f"time budget: {self.seconds_per_step * 1e3:.0f} ms a step, so max_iters = {int(max_iters)}")
+
+
+class SkippedSteps:
+    """In float16, the steps whose update the gradient scaler skipped (a gradient overflowed to inf or nan), on the
+    progress bar. Counted on the device, so that no step waits for the GPU; read every log_interval steps."""
+
+    def __init__(self, scaler, run, dev):
+        self.scaler, self.run = scaler, run
+        self.count = torch.zeros((), dtype=torch.long, device=dev)
+
+    def counted(self, step, norm):
+        if not self.scaler.is_enabled():
+            return
+        self.count += (~torch.isfinite(norm)).long()
+        if step % self.run.cfg["log_interval"] == 0 and int(self.count):
+            self.run.postfix["skipped"] = int(self.count)
 
 
 def laptop_notice(dev, seconds_per_step, steps_left):
@@ -740,11 +787,23 @@ def load_tokens_once(path, out_dir, vocab=None):
     return load_tokens(path, out_dir, vocab=vocab)
 
 
-def token_cache_paths(path, out_dir):
-    """The token file and its description, next to the text (or in out_dir if that folder is read-only)."""
+def token_cache_paths(path, out_dir, vocab=None):
+    """The token file and its description, next to the text (or in out_dir if that folder is read-only). Their names
+    carry a short hash of the vocabulary (the text's own, or vocab, a saved model's), so that runs with different
+    vocabularies keep a file each and never read each other's ids."""
     folder = os.path.dirname(os.path.abspath(path))
     base = path if os.access(folder, os.W_OK) else os.path.join(out_dir, os.path.basename(path))
-    return base + ".tokens.bin", base + ".tokens.json"
+    key = hashlib.sha256((vocab or "").encode()).hexdigest()[:8]  # "": the text's own characters
+    return f"{base}.{key}.tokens.bin", f"{base}.{key}.tokens.json"
+
+
+def text_checksum(path, chunk_bytes=1 << 24):
+    """sha256 of the text's bytes: the token file is fresh only for this exact content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
@@ -753,13 +812,12 @@ def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
     The first run streams the text twice (once for the vocabulary, once to encode it) into a flat
     binary token file, one byte per character when the vocabulary fits (else two); later runs map
     that file with np.memmap, so only the windows a batch needs are read. The file is rebuilt when
-    the text's size or modification time changes, or when it was encoded with another vocabulary:
-    the text's own, or vocab, a saved model's (--init_from).
+    the text's content changes (its checksum), or when an id in it is not in the vocabulary (a damaged
+    file). The vocabulary is the text's own, or vocab, a saved model's (--init_from).
     """
     check_input_file(path)
-    bin_path, meta_path = token_cache_paths(path, out_dir)
-    stat = os.stat(path)
-    source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    bin_path, meta_path = token_cache_paths(path, out_dir, vocab)
+    source = {"size": os.path.getsize(path), "sha256": text_checksum(path)}
     try:  # the token file is reused when its description matches the text and the file has every token
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -767,10 +825,22 @@ def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
             bin_path) == meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize
     except (OSError, ValueError, KeyError, TypeError):
         usable = False
+    if usable and not ids_in_vocabulary(bin_path, meta):
+        print(f"{bin_path} holds ids outside its vocabulary (a damaged file): encoding {path} again")
+        usable = False
     if not usable:
         meta = encode_to_file(path, bin_path, meta_path, source, chunk_chars, vocab)
     data = np.memmap(bin_path, dtype=meta["dtype"], mode="r") if meta["n_tokens"] else np.zeros(0, np.uint8)
     return meta["chars"], data
+
+
+def ids_in_vocabulary(bin_path, meta, chunk_tokens=1 << 24):
+    """Whether every id in the token file is below the vocabulary size (an id beyond it would index past the
+    embedding table)."""
+    if not meta["n_tokens"]:
+        return True
+    data = np.memmap(bin_path, dtype=meta["dtype"], mode="r")
+    return all(int(data[i:i + chunk_tokens].max()) < len(meta["chars"]) for i in range(0, len(data), chunk_tokens))
 
 
 def encode_to_file(path, bin_path, meta_path, source, chunk_chars, vocab=None):

@@ -17,6 +17,7 @@ from conftest import (
     tiny_args,
     val_losses,
 )
+from torch.nn import functional as F
 
 gpt2 = import_script("gpt2")
 
@@ -234,7 +235,7 @@ def test_sampling_draws_where_sampling_device_says_and_returns_to_the_models_dev
     assert all(i in logits[b].topk(10).indices for b, i in enumerate(idx[:, 0]))  # top_k holds
 
 
-def test_attention_inputs_are_made_contiguous_on_mps_only():
+def test_contiguous_on_mps_copies_on_mps_only():
     class FakeMPSTensor:
         device = SimpleNamespace(type="mps")
 
@@ -244,6 +245,33 @@ def test_attention_inputs_are_made_contiguous_on_mps_only():
     q = torch.randn(2, 3, 4, 5).transpose(1, 2)  # a transposed view, as CausalSelfAttention makes
     k = torch.randn(2, 4, 3, 5)
     assert all(a is b for a, b in zip(gpt2.contiguous_on_mps(q, k), (q, k), strict=True))  # CUDA and CPU: untouched
+
+
+@pytest.mark.parametrize("path", ["training", "filling the cache", "one token with the cache", "two with the cache"])
+def test_the_fused_attention_receives_what_contiguous_on_mps_returns(monkeypatch, path):
+    made, received = [], []
+
+    def recorder(*tensors):  # stands in for the MPS copy: new tensors, the same values
+        made.append(tuple(t.clone() for t in tensors))
+        return made[-1]
+    attention = F.scaled_dot_product_attention
+
+    def checked_attention(q, k, v, **kwargs):
+        received.append((q, k, v))
+        return attention(q, k, v, **kwargs)
+    monkeypatch.setattr(gpt2, "contiguous_on_mps", recorder)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", checked_attention)
+    config = gpt2.GPTConfig(vocab_size=11, block_size=8, n_embd=8, n_head=2, n_layer=1, dropout=0.0)
+    attn = gpt2.CausalSelfAttention(config).eval()
+    cache = None if path == "training" else gpt2.KVCache(config, 2, "cpu", torch.float32)
+    if path in ("one token with the cache", "two with the cache"):
+        attn(torch.randn(2, 3, 8), cache)
+        cache.length = 3
+        made.clear(), received.clear()
+    attn(torch.randn(2, 2 if path == "two with the cache" else 1 if "one" in path else 4, 8), cache)
+    assert len(made) == len(received) == 1
+    assert all(a is b for a, b in zip(received[0], made[0], strict=True))  # q, k, v: each the recorder's copy
+
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

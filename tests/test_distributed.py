@@ -7,7 +7,9 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TEXT, TINY, eval_lines, run_in_process, tiny_args
+from conftest import ROOT, TEXT, TINY, eval_lines, import_script, run_in_process, tiny_args
+
+gpt2 = import_script("gpt2")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 STEPS = ("--grad_accum_steps=2", "--max_iters=6", "--eval_interval=3")  # a global batch of 2 micro-batches
@@ -36,27 +38,39 @@ def torchrun_per_rank(argv, cwd):
     return code, ranks
 
 
+# a pretraining text whose characters include every one of TEXT's, and more
+PRETRAIN_TEXT = TEXT + "Quixotic zephyrs jab; 42 vexed GNOMES!\n" * 20
+RUNS = {"plain": ("--dropout=0.2",),  # with dropout, each micro-batch's masks come from its own seed
+        "finetuning": ("--dropout=0.0", "--learning_rate=3e-4")}  # --init_from added by the fixture
+
+
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
-    """run(dropout) -> (exit code, stdout, stderr, out_dir) of a 2-process run of the tiny config, made once each."""
+    """run(kind) -> (exit code, stdout, stderr, out_dir, argv) of a 2-process run of the tiny config, made once each;
+    "finetuning" starts from a model pretrained on PRETRAIN_TEXT, whose vocabulary every process must encode with."""
     runs = {}
 
-    def run(dropout):
-        if dropout not in runs:
-            base = tmp_path_factory.mktemp(f"torchrun_dropout_{dropout}")
+    def run(kind):
+        if kind not in runs:
+            base = tmp_path_factory.mktemp(f"torchrun_{kind}")
             text = base / "text.txt"
             text.write_text(TEXT, encoding="utf-8")
-            runs[dropout] = (*torchrun(tiny_args("gpt2", base, text, *STEPS, f"--dropout={dropout}"), base),
-                             base / "out" / "gpt2")
-        return runs[dropout]
+            extra = list(RUNS[kind])
+            if kind == "finetuning":
+                (base / "pretrain.txt").write_text(PRETRAIN_TEXT, encoding="utf-8")
+                gpt2.main(tiny_args("gpt2", base, base / "pretrain.txt", f"--out_dir={base / 'pre'}"))
+                extra.append(f"--init_from={base / 'pre'}")
+            runs[kind] = (*torchrun(tiny_args("gpt2", base, text, *STEPS, *extra), base), base / "out" / "gpt2", extra)
+        return runs[kind]
     return run
 
 
 def test_two_processes_train_and_print_everything_once(two_process_runs, capsys, monkeypatch):
-    code, out, err, out_dir = two_process_runs(0.2)
+    code, out, err, out_dir, _ = two_process_runs("plain")
     assert code == 0, err
     assert [line.split(":")[0] for line in eval_lines(out)] == ["step 0", "step 3", "step 6"]
     assert out.count("using device") == 1 and "using device: cpu (2 processes)" in out
+    assert "process group: 2 processes, backend gloo" in out
     assert "(2 process(es) x 1 micro-batch(es)" in out
     assert sorted(path.name for path in out_dir.iterdir() if ".pt" in path.name) == ["ckpt.pt"]
     code, out, err = run_in_process("gpt2", [*TINY["gpt2"], f"--out_dir={out_dir}", "--sample", "--max_new_tokens=7"],
@@ -65,22 +79,45 @@ def test_two_processes_train_and_print_everything_once(two_process_runs, capsys,
     assert len(out.removeprefix("using device: cpu\n")) == 1 + 7 + 1  # a newline, 7 characters, print's newline
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.2])  # with dropout, each micro-batch's masks come from its own seed
-def test_two_processes_train_the_parameters_one_process_trains(dropout, two_process_runs, tmp_path, text_file, capsys,
+@pytest.mark.parametrize("kind", RUNS)
+def test_two_processes_train_the_parameters_one_process_trains(kind, two_process_runs, tmp_path, text_file, capsys,
                                                                monkeypatch):
-    code, _, err, two_dir = two_process_runs(dropout)
+    code, _, err, two_dir, extra = two_process_runs(kind)
     assert code == 0, err
-    code, out, err = run_in_process("gpt2", tiny_args("gpt2", tmp_path, text_file, *STEPS, f"--dropout={dropout}"),
-                                    capsys, monkeypatch)
+    code, out, err = run_in_process("gpt2", tiny_args("gpt2", tmp_path, text_file, *STEPS, *extra), capsys,
+                                    monkeypatch)
     assert code == 0, err
     assert "(1 process(es) x 2 micro-batch(es)" in out
     one = torch.load(tmp_path / "out" / "gpt2" / "ckpt.pt", weights_only=True)
     two = torch.load(two_dir / "ckpt.pt", weights_only=True)
     assert one["step"] == two["step"] == 6  # both saved the model after the last step, not an earlier one
-    assert one["config"]["dropout"] == two["config"]["dropout"] == dropout
+    assert one["config"]["dropout"] == two["config"]["dropout"]
+    expected = "".join(sorted(set(PRETRAIN_TEXT if kind == "finetuning" else TEXT)))
+    assert one["chars"] == two["chars"] == expected  # finetuning: the vocabulary reached every process's tokens
     assert one["model"].keys() == two["model"].keys()
     for name, tensor in one["model"].items():
         torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("dev, nccl, backend", [
+    ("cuda", True, "nccl"),  # Linux
+    ("cuda", False, "gloo"),  # Windows: torch ships without NCCL
+    ("cpu", True, "gloo"),
+    ("cpu", False, "gloo"),
+])
+def test_the_backend_is_nccl_only_for_cuda_where_nccl_is_available(monkeypatch, capsys, dev, nccl, backend):
+    monkeypatch.setattr(gpt2.dist, "is_nccl_available", lambda: nccl)
+    assert gpt2.distributed_backend(dev) == backend
+    joined = []
+    monkeypatch.setattr(gpt2.dist, "init_process_group", lambda **kwargs: joined.append(kwargs))
+    monkeypatch.setattr(gpt2.torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    rank, world_size, device = gpt2.setup_distributed(dev)
+    assert (rank, world_size, device) == (0, 2, "cuda:0" if dev == "cuda" else dev)
+    assert joined == [{"backend": backend}]
+    assert capsys.readouterr().out == f"process group: 2 processes, backend {backend}\n"
 
 
 def test_grad_accum_steps_not_divisible_by_the_processes_is_an_error(tmp_path, text_file):

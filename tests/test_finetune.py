@@ -6,7 +6,6 @@ import shutil
 import pytest
 import torch
 from conftest import TEXT, ctrl_c_after, eval_lines, import_script, run_in_process, tiny_args, val_losses
-from test_distributed import STEPS, torchrun
 
 gpt2 = import_script("gpt2")
 # the pretraining text: another text, whose characters include every one of TEXT's
@@ -133,17 +132,3 @@ def test_a_finetuning_mistake_ends_with_one_error_line(pretrained, tmp_path, cap
     assert expected.replace("{tmp}", str(tmp_path)) in lines[0]
     if "--init_from=" in lines[0]:
         assert lines[0].startswith("error: --init_from=")  # the loading errors say which option they are about
-
-
-def test_two_processes_finetune_what_one_process_finetunes(pretrained, tmp_path, capsys, monkeypatch):
-    argv = [*STEPS, f"--init_from={pretrained / 'pre'}", "--learning_rate=3e-4"]
-    code, out, err = torchrun(tiny_args("gpt2", tmp_path / "two", pretrained / "text.txt", *argv), tmp_path)
-    assert code == 0, err
-    assert "using device: cpu (2 processes)" in out
-    code, one_out, err = run_in_process("gpt2", tiny_args("gpt2", tmp_path / "one", pretrained / "text.txt", *argv),
-                                        capsys, monkeypatch)
-    assert code == 0, err
-    assert eval_lines(out) == eval_lines(one_out)
-    one, two = (torch.load(tmp_path / name / "out" / "gpt2" / "ckpt.pt", weights_only=True) for name in ("one", "two"))
-    for name, tensor in one["model"].items():
-        torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)

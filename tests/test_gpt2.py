@@ -5,6 +5,7 @@ import os
 import re
 from contextlib import nullcontext
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,7 +246,8 @@ def test_token_file_is_written_once_reused_and_rebuilt_when_the_text_changes(tmp
 
     chars, data = gpt2.load_tokens(str(path), str(tmp_path / "out"), chunk)
     text = path.read_text(encoding="utf-8")
-    bin_path = tmp_path / "big.txt.tokens.bin"
+    bin_path, _ = map(Path, gpt2.token_cache_paths(str(path), str(tmp_path / "out")))
+    assert bin_path.parent == tmp_path and re.fullmatch(r"big\.txt\.[0-9a-f]{8}\.tokens\.bin", bin_path.name)
     assert chars == "".join(sorted(set(text)))
     assert data.dtype == np.uint8
     assert len(data) == bin_path.stat().st_size == len(text)  # one byte per character
@@ -277,8 +279,55 @@ def test_token_file_uses_two_bytes_per_character_beyond_256_characters(tmp_path,
     path.write_text(text, encoding="utf-8")
     chars, data = gpt2.load_tokens(str(path), str(tmp_path / "out"))
     assert data.dtype == dtype
-    assert (tmp_path / "wide.txt.tokens.bin").stat().st_size == len(text) * np.dtype(dtype).itemsize
+    bin_path = gpt2.token_cache_paths(str(path), str(tmp_path / "out"))[0]
+    assert os.path.getsize(bin_path) == len(text) * np.dtype(dtype).itemsize
     assert gpt2.decode(data.tolist(), dict(enumerate(chars))) == text
+
+
+@pytest.fixture
+def encodings(monkeypatch):
+    """The texts encode_to_file encodes, as a list that grows with each encoding."""
+    encoded = []
+    encode_to_file = gpt2.encode_to_file
+    monkeypatch.setattr(gpt2, "encode_to_file", lambda *args: encoded.append(args[0]) or encode_to_file(*args))
+    return encoded
+
+
+def test_alternating_a_finetuning_vocabulary_and_the_texts_own_encodes_each_once(tmp_path, text_file, encodings):
+    model_vocab = "".join(sorted(set(TEXT) | set("XYZ")))  # a pretrained model's characters: more than the text's
+    for _ in range(3):
+        own, own_data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+        theirs, their_data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"), vocab=model_vocab)
+        assert (own, theirs) == ("".join(CHARS), model_vocab)
+        assert gpt2.decode(own_data.tolist(), dict(enumerate(own))) == TEXT
+        assert gpt2.decode(their_data.tolist(), dict(enumerate(theirs))) == TEXT
+    assert len(encodings) == 2  # once per vocabulary
+    paths = {gpt2.token_cache_paths(str(text_file), "out", vocab) for vocab in (None, model_vocab)}
+    assert len(paths) == 2  # a file each: two runs started together never read each other's ids
+
+
+def test_a_text_replaced_by_another_of_the_same_size_and_time_is_encoded_again(tmp_path, text_file, encodings):
+    gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    stat = text_file.stat()
+    replaced = TEXT.replace("speak", "SPEAK")
+    assert len(replaced.encode()) == stat.st_size and set(replaced) != set(TEXT)
+    text_file.write_text(replaced, encoding="utf-8")
+    os.utime(text_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and modification time
+    chars, data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    assert len(encodings) == 2
+    assert gpt2.decode(data.tolist(), dict(enumerate(chars))) == replaced
+
+
+def test_a_damaged_id_in_the_token_file_is_caught_and_the_text_encoded_again(tmp_path, text_file, encodings, capsys):
+    gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    bin_path = gpt2.token_cache_paths(str(text_file), str(tmp_path / "out"))[0]
+    with open(bin_path, "r+b") as f:
+        f.seek(100)
+        f.write(bytes([200]))  # an id far beyond the vocabulary's size
+    chars, data = gpt2.load_tokens(str(text_file), str(tmp_path / "out"))
+    assert len(encodings) == 2
+    assert "holds ids outside its vocabulary (a damaged file): encoding" in capsys.readouterr().out
+    assert int(data.max()) < len(chars) and gpt2.decode(data.tolist(), dict(enumerate(chars))) == TEXT
 
 
 # --- checkpoints ---
@@ -347,7 +396,7 @@ class StepClock:
         return self.now
 
 
-def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch):
+def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch, *extra):
     """A tiny gpt2.py run with --time_budget=budget whose steps take step_seconds(elapsed) on a fake clock:
     (the max_iters it planned first, the steps it made, the training time it printed)."""
     clock = StepClock(step_seconds)
@@ -359,8 +408,11 @@ def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeyp
         return forward_backward(*args, **kwargs)
     monkeypatch.setattr(gpt2, "time", clock)
     monkeypatch.setattr(gpt2, "forward_backward", timed_forward_backward)
-    gpt2.main(tiny_args("gpt2", tmp_path, text_file, f"--time_budget={budget}", "--max_iters=1000000",
-                        "--eval_interval=50", "--max_new_tokens=0"))
+    argv = tiny_args("gpt2", tmp_path, text_file, f"--time_budget={budget}", "--max_iters=1000000",
+                     "--eval_interval=50", "--max_new_tokens=0", *extra)
+    if "--resume" in extra:  # as a user resumes: the saved settings and the new budget, no --max_iters
+        argv = [arg for arg in argv if not arg.startswith("--max_iters=")]
+    gpt2.main(argv)
     out = capsys.readouterr().out
     planned = int(re.search(r"time budget: 50 ms a step, so max_iters = (\d+)", out)[1])
     steps = int(eval_lines(out)[-1].split()[1].rstrip(":"))
@@ -385,3 +437,90 @@ def test_time_budget_holds_when_the_steps_slow_down_halfway(tmp_path, text_file,
     assert took <= budget
     assert steps < planned  # the plan was cut short
     assert took >= 0.9 * budget  # and the budget was still used
+
+
+def test_time_budget_holds_when_the_steps_become_25x_slower_a_third_of_the_way_in(tmp_path, text_file, capsys,
+                                                                                   monkeypatch):
+    budget = 10  # another program takes the cores: a step of 50 ms becomes 1.25 s
+    _, _, took = run_on_step_clock(lambda elapsed: 0.05 if elapsed < budget / 3 else 1.25, budget, tmp_path,
+                                   text_file, capsys, monkeypatch)
+    assert 0.95 * budget <= took <= 1.05 * budget
+
+
+def test_a_single_slow_step_does_not_end_a_budgeted_run_early(tmp_path, text_file, capsys, monkeypatch):
+    budget, slow = 10, []
+
+    def step_seconds(elapsed):
+        if elapsed >= 7 and not slow:  # once, near the end: a step of 2 s, then 50 ms again
+            slow.append(elapsed)
+            return 2.0
+        return 0.05
+    _, _, took = run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch)
+    assert slow
+    assert 0.95 * budget <= took <= budget
+
+
+def test_a_new_time_budget_at_resume_trains_that_many_more_seconds(tmp_path, text_file, capsys, monkeypatch):
+    budget = 5
+    _, steps, took = run_on_step_clock(lambda elapsed: 0.05, budget, tmp_path, text_file, capsys, monkeypatch)
+    assert 0.95 * budget <= took <= budget
+    saved = torch.load(tmp_path / "out" / "gpt2" / "ckpt.pt", weights_only=True)["step"]
+    assert saved == steps  # the run reached its planned end, and saved it
+    _, more_steps, took = run_on_step_clock(lambda elapsed: 0.05, budget, tmp_path, text_file, capsys, monkeypatch,
+                                            "--resume")
+    assert 0.95 * budget <= took <= budget  # 5 more seconds of training
+    assert more_steps - saved == pytest.approx(steps, abs=3)  # as many steps again
+
+
+def test_resuming_without_a_time_budget_keeps_the_planned_end(tmp_path, text_file, capsys, monkeypatch):
+    _, steps, _ = run_on_step_clock(lambda elapsed: 0.05, 3, tmp_path, text_file, capsys, monkeypatch)
+    cfg = gpt2.budget_at_resume({**gpt2.HYPERPARAMETERS, "max_iters": steps, "time_budget": 3}, {"resume": True},
+                                steps)
+    assert (cfg["max_iters"], cfg["time_budget"]) == (steps, 0)
+
+
+# --- any seed ---
+@pytest.mark.parametrize("seed", [20261129, -12345678, 2**63 - 1, -2**63])
+def test_every_64_bit_seed_trains_and_samples(seed, gpt2_cli):
+    code, out, err = gpt2_cli(f"--seed={seed}")
+    assert code == 0, err
+    assert [line.split(":")[0] for line in eval_lines(out)] == ["step 0", "step 10", "step 20"]
+    code, out, err = gpt2_cli(f"--seed={seed}", "--sample", "--max_new_tokens=5")
+    assert code == 0, err
+    assert len(out.removeprefix("using device: cpu\n")) == 1 + 5 + 1  # a newline, 5 characters, print's newline
+
+
+def test_step_seeds_stay_in_the_range_torch_accepts():
+    for seed in (0, 20261129, -1, 2**63 - 1, -2**63):
+        for step, micro in ((0, 0), (1999, 7), (10**9, 3)):
+            assert 0 <= gpt2.step_seed(seed, step, micro) < 2**64
+    assert gpt2.step_seed(1337, 5, 1) == (1337 * 1_000_003 + 5) * 1_000_003 + 1  # small seeds: the plain formula
+    assert len({gpt2.step_seed(-2**63, step, 0) for step in range(100)}) == 100  # still one seed per step
+
+
+def test_a_run_with_the_largest_seed_resumes_exactly(tmp_path, text_file, capsys, monkeypatch):
+    argv = [f"--seed={2**63 - 1}", "--dropout=0.1"]
+    whole = tiny_args("gpt2", tmp_path / "whole", text_file, *argv)
+    resumed = tiny_args("gpt2", tmp_path / "resumed", text_file, *argv)
+    code, uninterrupted, err = run_in_process("gpt2", whole, capsys, monkeypatch)
+    assert code == 0, err
+    micro_batches = gpt2.micro_batches
+
+    def ctrl_c_at_step_13(data, cfg, step, *args):
+        if step == 13:
+            raise KeyboardInterrupt
+        return micro_batches(data, cfg, step, *args)
+    monkeypatch.setattr(gpt2, "micro_batches", ctrl_c_at_step_13)
+    with pytest.raises(SystemExit) as stopped:
+        gpt2.main(resumed)
+    assert stopped.value.code == 130
+    capsys.readouterr()
+    monkeypatch.setattr(gpt2, "micro_batches", micro_batches)
+    code, out, err = run_in_process("gpt2", [*resumed, "--resume"], capsys, monkeypatch)
+    assert code == 0, err
+    assert "resuming from step 10" in out
+    assert eval_lines(out) == eval_lines(uninterrupted)[1:]
+    models = [torch.load(tmp_path / name / "out" / "gpt2" / "ckpt.pt", weights_only=True)["model"]
+              for name in ("whole", "resumed")]
+    for name, tensor in models[0].items():
+        torch.testing.assert_close(models[1][name], tensor, rtol=0, atol=0, msg=name)
