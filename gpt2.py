@@ -978,8 +978,8 @@ def check_output_path(path, option, folder=False):
     """--option=path can be written: a file path does not end in a separator or name a folder, a folder path does
     not name a file, and the nearest existing folder above it is a folder this user can write in."""
     if not folder and (path.endswith(("/", os.sep)) or os.path.isdir(path)):
-        raise UserError(f"cannot write {path}: it is a folder, not a file; choose another --{option}, "
-                        "a file name such as out.png")
+        raise UserError(f"cannot write {path}: it names a folder, not a file; choose another --{option}, "
+                        "a file name")
     if folder and os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"--{option}={path} is a file, not a folder; choose another --{option}")
     above = os.path.abspath(path if folder else os.path.dirname(path) or ".")
