@@ -261,7 +261,7 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
      ["notes.txt is a file", "another --attention_png"]),
     ("attention-png-is-a-folder", MODELS,
      lambda m: m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.tmp_path}"),
-     ["is a folder", "another --attention_png"]),
+     ["names a folder, not a file", "another --attention_png"]),
     ("disk-full-writing-the-attention-png", MODELS,
      lambda m: failing_writes(m, "att.png.tmp")
      or m.checkpoint(m.trained_checkpoint(), "--sample", f"--attention_png={m.tmp_path / 'att.png'}"),
