@@ -37,10 +37,11 @@ dropout = 0.0  # probability of zeroing an activation during training
 eval_train_windows = 1000  # train windows scored at each evaluation (val scores its whole split)
 eval_batch_size = 100  # windows per forward pass during evaluation
 # sampling
-prompt = ""  # text the sample continues (empty: start from a newline)
+prompt = ""  # text the sample continues (empty: start from a newline); \n in it is a newline, \\ a backslash
 max_new_tokens = 500  # characters to generate
 temperature = 1.0  # sampling temperature: <1 sharper, >1 flatter, 0 always the likeliest character
 top_k = 0  # sample only among the k likeliest characters (0: all of them)
+sample_file = ""  # also write the sample, as UTF-8, into this file (empty: print it only)
 attention_png = ""  # with --sample: also draw the prompt's attention weights, each layer and head, into this PNG
 # what to run, on what, and where
 sample = False  # --sample: generate from the saved model instead of training
@@ -269,7 +270,10 @@ def generate_text(model, cfg, stoi, itos, dev):
     context = torch.tensor([prompt_ids(cfg["prompt"], stoi)], dtype=torch.long, device=dev)  # (1, T)
     model.eval()
     out = model.generate(context, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"], generator)  # (1, T+new)
-    return decode(out[0].tolist(), itos)
+    text = decode(out[0].tolist(), itos)
+    if cfg["sample_file"]:
+        save_sample(text, cfg["sample_file"])  # the same text, in a UTF-8 file
+    return text
 
 
 # --- same in every script: sampling ---
@@ -277,13 +281,15 @@ def sample_next(logits, temperature, top_k, generator):
     """The next token id from the last position's logits (B, V) -> (B, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1): the likeliest token
-    logits = logits / temperature  # (B, V)
+    logits = logits - logits.amax(dim=-1, keepdim=True)  # (B, V): the likeliest at 0, the softmax unchanged
+    logits = torch.where(logits < 0, logits / temperature, 0.0)  # (B, V): never 0/0, even for a tiny temperature
     if top_k:
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k): top_k is clamped to the vocabulary
         logits[logits < v[:, [-1]]] = -float("inf")  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
-    idx_next = torch.multinomial(probs.to(sampling_device(probs.device)), num_samples=1, generator=generator)  # (B, 1)
-    return idx_next.to(logits.device)  # (B, 1): drawn on the CPU when the model is on MPS (see sampling_device)
+    probs = probs.to(sampling_device(probs.device))  # (B, V): on MPS the draw is made on the CPU (see sampling_device)
+    idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    return idx_next.to(logits.device)  # (B, 1): on the model's device
 # --- end ---
 
 
@@ -295,6 +301,7 @@ MODEL_KEYS = ("block_size", "n_embd", "n_head", "n_layer")  # the settings a che
 def main(argv):
     overrides = parse_command_line(argv, HYPERPARAMETERS)
     cfg = {**HYPERPARAMETERS, **overrides}
+    check_combinations(cfg, overrides)
     checkpoint = None
     if cfg["sample"] or cfg["resume"]:  # the saved model's settings: see saved_settings
         checkpoint = load_checkpoint(cfg["out_dir"], SCRIPT, cfg)
@@ -304,7 +311,7 @@ def main(argv):
     print(f"using device: {dev}")
     if cfg["sample"]:
         if cfg["attention_png"]:
-            check_attention_png(cfg["attention_png"])
+            check_attention_png()
         model = sample_from_checkpoint(cfg, dev, checkpoint)
         if cfg["attention_png"]:
             draw_attention(model, cfg, checkpoint["chars"], dev)
@@ -342,18 +349,12 @@ def attention_weights(model, idx):
 
 
 # --- same in v2.py and gpt2.py: attention picture ---
-def check_attention_png(path):
-    """--attention_png, before any work: matplotlib imports, and the PNG's folder can be written."""
+def check_attention_png():
+    """--attention_png, before any work: matplotlib imports (check_output_paths has checked the path)."""
     try:
         import_pyplot()
     except UserError as error:
         raise UserError(f"--attention_png needs matplotlib: {error}") from None
-    folder = os.path.dirname(path) or "."
-    if os.path.isdir(path) or os.path.exists(folder) and not os.path.isdir(folder):
-        in_the_way = path if os.path.isdir(path) else folder
-        raise UserError(f"cannot write {path}: {in_the_way} is a {'folder' if in_the_way == path else 'file'}; "
-                        "choose another --attention_png")
-    make_folder(folder, "attention_png")
 
 
 def draw_attention(model, cfg, chars, dev):
@@ -391,6 +392,7 @@ def draw_attention(model, cfg, chars, dev):
         ax.set_ylabel("query: the position attending", fontsize=8)
     fig.suptitle(f"{SCRIPT}.py attention weights on {''.join(chars[i] for i in ids)!r}: row t = what position t "
                  "takes from each position up to t", fontsize=10, y=1 - 0.2 / height)
+    make_folder(os.path.dirname(cfg["attention_png"]) or ".", "attention_png")
     save_figure(fig, cfg["attention_png"])
     print(f"attention weights of {T} characters ({n_layer} layers x {n_head} heads) in {cfg['attention_png']} "
           f"({time.time() - start:.1f} s)")
@@ -400,6 +402,25 @@ def draw_attention(model, cfg, chars, dev):
 # --- same in every script: command line ---
 class UserError(Exception):
     """A mistake the user can fix: printed as one line, without a traceback."""
+
+
+# The valid values of every hyperparameter (a script skips the names it lacks): --help prints them and check_config
+# enforces them before any work. [a, b] includes its ends, (a, b) excludes them, so no float setting can be nan or
+# inf; a bound may name another setting, and "and" adds a condition. A tuple lists the choices; None: any value of
+# the setting's type (paths are checked by check_output_paths).
+VALID = {
+    "batch_size": "[1, inf)", "block_size": "[1, inf)", "max_iters": "[1, inf)", "eval_interval": "[1, max_iters]",
+    "learning_rate": "(0, inf)", "n_embd": "[1, inf)", "n_head": "[1, inf) and n_embd % n_head == 0",
+    "n_layer": "[1, inf)", "dropout": "[0, 1)",
+    "min_lr": "[0, learning_rate]", "warmup_iters": "[0, inf)", "weight_decay": "[0, inf)", "beta1": "[0, 1)",
+    "beta2": "[0, 1)", "grad_clip": "[0, inf)", "grad_accum_steps": "[1, inf)", "time_budget": "[0, inf)",
+    "compile": None, "dtype": ("auto", "bfloat16", "float16", "float32"),
+    "eval_train_windows": "[1, inf)", "max_val_windows": "[1, inf)", "eval_batch_size": "[1, inf)",
+    "prompt": None, "max_new_tokens": "[0, inf)", "temperature": "[0, inf)", "top_k": "[0, inf)",
+    "attention_png": None, "kv_cache": None, "sample_file": None,
+    "sample": None, "resume": None, "init_from": None, "input_file": None, "out_dir": None,
+    "device": ("cuda", "mps", "cpu", ""), "seed": "[-2**63, 2**63 - 1]", "log_interval": "[1, inf)",
+}
 
 
 def parse_command_line(argv, defaults):
@@ -428,7 +449,8 @@ def parse_command_line(argv, defaults):
 
 
 def print_help(defaults):
-    """Every hyperparameter with its default and its comment, read from this file's hyperparameter block."""
+    """Every hyperparameter with its default, its comment and its valid values, read from this file's
+    hyperparameter block and VALID."""
     with open(__file__, encoding="utf-8") as f:
         block = f.read().split("\n# hyperparameters\n", 1)[1].split("\n# every name above", 1)[0]
     print(f"usage: python {SCRIPT}.py [--name=value ...]\n\n{__doc__.strip()}\n\nhyperparameters:")
@@ -437,31 +459,79 @@ def print_help(defaults):
         if is_setting:
             value, _, comment = rest.partition("  # ")  # the default as the file writes it: 1e-3, "out/v2", ""
             value = value.strip('"') if isinstance(defaults[name], str) and defaults[name] else value
-            print(f"  --{name}={value}".ljust(28) + f" {comment}")
+            valid = f"; valid: {describe_valid(VALID[name])}" if VALID[name] is not None else ""
+            print(f"  --{name}={value}".ljust(28) + f" {comment}{valid}")
         else:
             print(f"{line.removeprefix('# ')}:")
 
 
+def describe_valid(rule):
+    """A VALID entry as --help and the errors write it."""
+    return rule if isinstance(rule, str) else ", ".join(choice or '""' for choice in rule)
+
+
 def check_config(cfg):
-    """Reject hyperparameter values that cannot train, before any work starts."""
-    for name in ("batch_size", "block_size", "max_iters", "eval_interval", "n_embd", "n_head", "n_layer",
-                 "eval_train_windows", "eval_batch_size", "log_interval", "grad_accum_steps", "max_val_windows"):
-        if name in cfg and cfg[name] <= 0:
-            raise UserError(f"--{name} must be a positive integer, got {cfg[name]}")
-    if "n_head" in cfg and cfg["n_embd"] % cfg["n_head"]:
-        raise UserError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
-    if cfg["eval_interval"] > cfg["max_iters"]:
-        raise UserError(f"--eval_interval={cfg['eval_interval']} is larger than --max_iters={cfg['max_iters']}")
-    if not (math.isfinite(cfg["learning_rate"]) and cfg["learning_rate"] > 0):
-        raise UserError(f"--learning_rate must be a finite positive number, got {cfg['learning_rate']}")
-    if "dropout" in cfg and not 0 <= cfg["dropout"] < 1:
-        raise UserError(f"--dropout must be in [0, 1), got {cfg['dropout']}")
-    if not (math.isfinite(cfg["temperature"]) and cfg["temperature"] >= 0):
-        raise UserError(f"--temperature must be 0 (greedy) or positive, got {cfg['temperature']}")
-    if cfg["top_k"] < 0 or cfg["max_new_tokens"] < 0:
-        raise UserError("--top_k and --max_new_tokens must not be negative")
+    """Reject hyperparameter values that cannot train, before any work starts: each one against VALID, then
+    the paths the run will write."""
+    for name, rule in VALID.items():
+        if name in cfg and rule is not None and not is_valid(cfg[name], rule, cfg):
+            if not isinstance(rule, str):
+                raise UserError(f"--{name} must be one of {describe_valid(rule)}, got {cfg[name]!r}")
+            named = ", ".join(f"{other}={cfg[other]}" for other in cfg if other != name and other in rule)
+            raise UserError(f"--{name}={cfg[name]} is out of range: {name} must be in {rule}"
+                            + (f" ({named})" if named else ""))
     if cfg.get("attention_png") and not cfg["sample"]:
         raise UserError("--attention_png draws the attention of a saved model: add --sample (and a --prompt)")
+    check_output_paths(cfg)
+
+
+def is_valid(value, rule, cfg):
+    """Whether value meets its VALID rule: one of the choices, or inside the interval (and the condition)."""
+    if not isinstance(rule, str):
+        return value in rule
+    interval, _, condition = rule.partition(" and ")
+    names = {**cfg, "inf": math.inf}
+    low, high = (eval(bound, {"__builtins__": {}}, names) for bound in interval[1:-1].split(", "))
+    inside = (low <= value if interval[0] == "[" else low < value) and (
+        value <= high if interval[-1] == "]" else value < high)
+    return inside and (not condition or eval(condition, {"__builtins__": {}}, names))
+
+
+def check_combinations(cfg, overrides):
+    """Settings that mean nothing together: one line, before any work."""
+    if cfg["sample"] and cfg["resume"]:
+        raise UserError("--sample and --resume do not go together: --sample generates from the saved model, "
+                        "--resume trains it further; run one, then the other")
+    if cfg["sample"] and "time_budget" in overrides:
+        raise UserError("--time_budget plans a training run and --sample does not train; leave --time_budget out")
+
+
+def check_output_paths(cfg):
+    """Every path the run will write, before any work and creating nothing: out_dir (a training run's folder),
+    attention_png and sample_file (files)."""
+    if not cfg["sample"]:
+        check_output_path(cfg["out_dir"], "out_dir", folder=True)
+    for option in ("attention_png", "sample_file"):
+        if cfg.get(option):
+            check_output_path(cfg[option], option)
+
+
+def check_output_path(path, option, folder=False):
+    """--option=path can be written: a file path does not end in a separator or name a folder, a folder path does
+    not name a file, and the nearest existing folder above it is a folder this user can write in."""
+    if not folder and (path.endswith(("/", os.sep)) or os.path.isdir(path)):
+        raise UserError(f"cannot write {path}: it names a folder, not a file; choose another --{option}, "
+                        "a file name")
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--{option}={path} is a file, not a folder; choose another --{option}")
+    above = os.path.abspath(path if folder else os.path.dirname(path) or ".")
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)  # the folders below it are made when the run writes
+    if not os.path.isdir(above):
+        raise UserError(f"cannot write {path}: {above} is a file, not a folder (a part of the path is a file); "
+                        f"choose another --{option}")
+    if not os.access(above, os.W_OK):
+        raise UserError(f"cannot write in {above}: permission denied; choose a folder you can write to (--{option})")
 # --- end ---
 
 
@@ -484,6 +554,15 @@ def sampling_device(device):
     a token of probability 0, e.g. one top_k has excluded (PyTorch issues 192577, 136623), or crash (178579)."""
     device = torch.device(device)
     return torch.device("cpu") if device.type == "mps" else device
+
+
+def memory_ran_out(error):
+    """'CUDA', 'MPS' or 'the CPU' when the error is that device running out of memory, else None. The CPU's
+    allocator raises a RuntimeError ("can't allocate memory" on Linux and macOS, "not enough memory" on Windows)."""
+    cpu = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+    if isinstance(error, MemoryError) or isinstance(error, RuntimeError) and any(text in str(error) for text in cpu):
+        return "the CPU"
+    return out_of_memory(error)
 # --- end ---
 
 
@@ -741,10 +820,18 @@ def load_weights(model, checkpoint, path):
 
 # --- same in every script: sampling from a saved model ---
 def prompt_ids(prompt, stoi):
-    """The prompt's token ids; an empty prompt starts from a newline (or token 0), as the video does."""
+    """The token ids of --prompt (see read_prompt); an empty prompt starts from a newline (or token 0), as the
+    video does."""
+    prompt = read_prompt(prompt)
     if prompt:
         return encode(prompt, stoi)
     return encode("\n", stoi) if "\n" in stoi else [0]
+
+
+def read_prompt(prompt):
+    """--prompt as typed -> its text: the two characters \\n are a newline and \\\\ is one backslash, so that a
+    prompt of several lines can be typed in every shell."""
+    return "\\".join(part.replace("\\n", "\n") for part in prompt.split("\\\\"))
 
 
 def sample_from_checkpoint(cfg, dev, checkpoint):
@@ -754,6 +841,12 @@ def sample_from_checkpoint(cfg, dev, checkpoint):
     load_weights(model, checkpoint, os.path.join(cfg["out_dir"], "ckpt.pt"))
     print(generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
     return model
+
+
+def save_sample(text, path):
+    """--sample_file: the sample as UTF-8, written atomically (its folder is made first if need be)."""
+    make_folder(os.path.dirname(path) or ".", "sample_file")
+    write_file(path, [text.encode("utf-8")])
 # --- end ---
 
 
@@ -982,9 +1075,18 @@ def plot_losses(rows, csv_path, title):
 
 # --- same in every script: entry point ---
 if __name__ == "__main__":
+    for stream in (sys.stdout, sys.stderr):  # a character the console cannot encode prints as ?, never a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         main(sys.argv[1:])
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (RuntimeError, MemoryError) as error:  # out of memory making the model, the optimizer or a batch
+        if not memory_ran_out(error):
+            raise
+        print(f"error: {memory_ran_out(error)} ran out of memory; try a smaller --batch_size, or a smaller model",
+              file=sys.stderr)
         sys.exit(2)
 # --- end ---

@@ -220,19 +220,35 @@ def test_the_next_token_is_drawn_on_the_cpu_for_mps_and_on_the_device_elsewhere(
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_sampling_draws_where_sampling_device_says_and_returns_to_the_models_device(script, monkeypatch):
-    module, asked, drawn = import_script(script), [], []
+    """The probabilities go where sampling_device says, and the drawn token comes back to the logits' device. The
+    meta device stands in for the other device: a tensor can move from the CPU to meta, but not back."""
+    module, asked, drawn_on = import_script(script), [], []
+
+    def spy_multinomial(probs, num_samples, generator=None):  # the first token, drawn on the CPU
+        drawn_on.append(probs.device)
+        return torch.zeros(probs.shape[0], num_samples, dtype=torch.long)
+    monkeypatch.setattr(torch, "multinomial", spy_multinomial)
+    monkeypatch.setattr(module, "sampling_device", lambda device: asked.append(device) or torch.device("meta"))
+    idx = module.sample_next(torch.randn(3, 65), 1.0, 0, None)  # CPU logits, drawn on meta
+    assert asked == [torch.device("cpu")] and drawn_on == [torch.device("meta")]
+    assert idx.shape == (3, 1) and idx.device == torch.device("cpu")
+    idx = module.sample_next(torch.randn(3, 65, device="meta"), 1.0, 0, None)  # meta logits, the draw on the CPU
+    assert idx.shape == (3, 1) and idx.device == torch.device("meta")  # back where the logits are
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sampling_keeps_top_k_and_draws_from_the_softmax_of_the_logits(script, monkeypatch):
+    module, drawn = import_script(script), []
     multinomial = torch.multinomial
 
     def spy_multinomial(probs, *args, **kwargs):
         drawn.append(probs.dtype)
         return multinomial(probs, *args, **kwargs)
-    monkeypatch.setattr(module, "sampling_device", lambda device: asked.append(device) or torch.device("cpu"))
     monkeypatch.setattr(torch, "multinomial", spy_multinomial)
     logits = torch.randn(3, 65, dtype=torch.float64)
     idx = module.sample_next(logits, 1.0, 10, torch.Generator().manual_seed(0))
-    assert asked == [logits.device] and drawn == [torch.float64]  # one draw, from the softmax of these logits
-    assert idx.shape == (3, 1) and idx.device == logits.device
-    assert all(i in logits[b].topk(10).indices for b, i in enumerate(idx[:, 0]))  # top_k holds
+    assert drawn == [torch.float64] and idx.shape == (3, 1)  # one draw, from the softmax of these logits
+    assert all(i in logits[b].topk(10).indices for b, i in enumerate(idx[:, 0]))
 
 
 def test_contiguous_on_mps_copies_on_mps_only():

@@ -25,7 +25,7 @@ SHARED_BLOCK_END = "# --- end ---"
 HYPERPARAMETER_LINE = re.compile(r"^([a-z_][a-z0-9_]*) = (\S.*?)  # (\S.*)$")
 GROUP_HEADING = re.compile(r"^# [a-z][a-z ,]*$")
 RULER = "# ---- plumbing: not in the video (command line, checks, files, checkpoints) ----"
-LAYOUT = {"bigram": (200, 125), "v2": (290, 135), "gpt2": (450, 170)}  # (lines above the ruler, first nn.Module at)
+LAYOUT = {"bigram": (205, 125), "v2": (300, 135), "gpt2": (450, 170)}  # (lines above the ruler, first nn.Module at)
 MAX_FUNCTION_LINES = 70
 LESSON_ORDER = ("def load_data", "def encode", "def decode", "def get_batch", "def estimate_loss", "class ",
                 "def train", "def generate_text", "def sample_next")
@@ -448,7 +448,9 @@ def test_help_lists_every_hyperparameter_with_its_default_and_comment(script, fl
         default = module.HYPERPARAMETERS[name]
         option = f"--{name}=" + (default if isinstance(default, str) and default else value)  # 1e-3, out/v2, ""
         assert option in shown, f"{option} not in --help"
-        assert shown[option].endswith(comment)
+        rule = module.VALID[name]
+        valid = f"; valid: {module.describe_valid(rule)}" if rule is not None else ""
+        assert shown[option].endswith(comment + valid)
     assert len(shown) == len(module.HYPERPARAMETERS)
 
 
