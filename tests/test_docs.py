@@ -117,8 +117,10 @@ def command_problems(text, root=ROOT):
             out.append(f"{script}.py: no such script")
             continue
         rest = re.sub(r"\s#.*", "", rest)  # a comment after the command
-        out += [f"{script}.py --{name}: no such option" for name in OPTION.findall(rest)
-                if name not in known_options(script)]
+        known = known_options(script)
+        if script == "bench" and re.search(r"--(script|sample_rung)\b", rest):  # these pass a lesson's settings on
+            known |= set().union(*(known_options(lesson) for lesson in ("bigram", "v2", "gpt2")))
+        out += [f"{script}.py --{name}: no such option" for name in OPTION.findall(rest) if name not in known]
     return out
 
 

@@ -275,7 +275,7 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
     ("disk-full-writing-the-plot", SCRIPTS, lambda m: failing_writes(m, "loss.png.tmp") or m.args(),
      ["cannot write", "loss.png", "no space left on the disk"]),
     ("disk-full-writing-the-token-file", ("gpt2",), lambda m: failing_writes(m, "tokens.bin.tmp") or m.args(),
-     ["cannot write", "text.txt.tokens.bin", "no space left on the disk"]),
+     ["cannot write", "text.txt.", ".tokens.bin", "no space left on the disk"]),
     ("disk-quota-writing-the-token-description", ("gpt2",),
      lambda m: failing_writes(m, "tokens.json.tmp", code=errno.EDQUOT) or m.args(), ["tokens.json", "quota"]),
     ("permission-denied-saving-a-checkpoint", SCRIPTS,
