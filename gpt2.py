@@ -1653,4 +1653,7 @@ if __name__ == "__main__":
         print(f"error: {memory_ran_out(error)} ran out of memory; try a smaller --batch_size, or a smaller model",
               file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C before training or after it (during training, Run says how to resume)
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
 # --- end ---

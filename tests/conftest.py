@@ -3,10 +3,13 @@
 import importlib
 import os
 import runpy
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
+import matplotlib.figure
 import pytest
 import torch
 import tqdm
@@ -15,6 +18,35 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("bigram", "v2", "gpt2")
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
+
+
+
+def png_of_one_pixel():
+    """A real PNG file, 1 x 1 pixel, grey."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)  # width, height, 8-bit greyscale
+    pixels = zlib.compress(b"\x00\x80")  # one row: no filter, one grey pixel
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(autouse=True)
+def quick_figures(request, monkeypatch):
+    """Figures are drawn for real only in the tests about pictures (marked real_plots); in every other test a figure
+    is laid out and saved as a one-pixel PNG, since drawing the loss plot takes longer than a tiny run itself."""
+    if request.node.get_closest_marker("real_plots"):
+        return
+
+    def save_one_pixel(figure, target, **kwargs):
+        if hasattr(target, "write"):
+            target.write(ONE_PIXEL_PNG)
+        else:
+            Path(target).write_bytes(ONE_PIXEL_PNG)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", save_one_pixel)
+    monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda figure, *args, **kwargs: None)
+
+
+ONE_PIXEL_PNG = png_of_one_pixel()
 
 # a few KB of text with every kind of character the scripts must handle
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"

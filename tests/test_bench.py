@@ -140,6 +140,7 @@ def fake_runs(runs_dir, capsys, monkeypatch, tmp_path, text_file):
         shutil.copy(tmp_path / "out" / "bigram" / "losses.csv", runs_dir / script / "losses.csv")
 
 
+@pytest.mark.real_plots
 def test_plot_draws_the_three_lessons_val_loss_against_training_time(tmp_path, text_file, capsys, monkeypatch):
     fake_runs(tmp_path / "runs", capsys, monkeypatch, tmp_path, text_file)
     png = tmp_path / "chart" / "lessons.png"
@@ -149,6 +150,7 @@ def test_plot_draws_the_three_lessons_val_loss_against_training_time(tmp_path, t
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.real_plots
 def test_plot_file_without_png_is_written_at_exactly_the_path_reported(tmp_path, text_file, capsys, monkeypatch):
     fake_runs(tmp_path / "runs", capsys, monkeypatch, tmp_path, text_file)
     chart = tmp_path / "chart"

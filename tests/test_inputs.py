@@ -1,11 +1,14 @@
 """What a user types: every setting's valid values, seeds, temperatures, prompts, output paths, the console's
 encoding, combinations that mean nothing, and memory running out."""
 
+import io
 import re
+import runpy
+import sys
 
 import pytest
 import torch
-from conftest import SCRIPTS, TEXT, import_script, run_in_process, run_subprocess, tiny_args
+from conftest import ROOT, SCRIPTS, TEXT, import_script, run_in_process, run_subprocess, tiny_args
 
 MODELS = ("v2", "gpt2")
 PROGRESS_BAR = re.compile(r"\d+/\d+ \[")  # tqdm's lines on stderr
@@ -181,21 +184,43 @@ JAPANESE = "こんにちは、世界。"
 TEXT_WITH_JAPANESE = TEXT + (JAPANESE + "\n") * 20
 
 
+def on_a_cp1252_console(script, argv, monkeypatch):
+    """Run `python script.py argv` in this process, its stdout and stderr a console that only has cp1252 (as Windows
+    gives a redirected or older console): (exit code, what it printed to stdout)."""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")  # strict: a character it lacks would raise
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding="cp1252"))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+    try:
+        runpy.run_path(str(ROOT / f"{script}.py"), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    stdout.flush()
+    return code, stdout.buffer.getvalue().decode("cp1252")
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_console_that_cannot_encode_the_sample_prints_question_marks_and_the_sample_file_has_the_text(
         script, tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONIOENCODING", "cp1252")  # as a Windows console, or a pipe there
     text = tmp_path / "text.txt"
     text.write_text(TEXT_WITH_JAPANESE, encoding="utf-8")
     for mode in ([], ["--sample"]):  # training ends with a sample; --sample makes one
         sample_file = tmp_path / "samples" / f"{len(mode)}.txt"
         args = tiny_args(script, tmp_path, text, f"--prompt={JAPANESE}", f"--sample_file={sample_file}", *mode)
-        result = run_subprocess(script, args)
-        assert result.returncode == 0, result.stderr
+        if mode:
+            code, stdout = on_a_cp1252_console(script, args, monkeypatch)
+        else:  # a real process, its console set to cp1252 as a Windows console or a pipe there is
+            monkeypatch.setenv("PYTHONIOENCODING", "cp1252")
+            result = run_subprocess(script, args)
+            monkeypatch.delenv("PYTHONIOENCODING")
+            code, stdout = result.returncode, result.stdout
+            assert "Traceback" not in result.stderr, result.stderr
+        assert code == 0
         sample = sample_file.read_bytes().decode("utf-8")
         assert sample.startswith(JAPANESE) and len(sample) == len(JAPANESE) + 20
-        assert result.stdout.endswith(sample.encode("cp1252", errors="replace").decode("cp1252") + "\n")
-        assert "?????????" in result.stdout and "Traceback" not in result.stderr
+        assert stdout.endswith(sample.encode("cp1252", errors="replace").decode("cp1252") + "\n")
+        assert "?????????" in stdout
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -250,6 +275,7 @@ def test_an_out_dir_below_a_file_is_refused_creating_nothing(script, tmp_path, t
     assert not created
 
 
+@pytest.mark.real_plots
 def test_an_attention_png_in_a_new_folder_is_drawn_there(tmp_path, text_file, capsys, monkeypatch):
     args = tiny_args("v2", tmp_path, text_file)
     assert run_in_process("v2", args, capsys, monkeypatch)[0] == 0

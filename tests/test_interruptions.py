@@ -66,16 +66,19 @@ def ctrl_c_after_checkpoint(proc, ckpt_path, step):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_ctrl_c_during_training_keeps_the_best_model_and_says_how_to_resume(script, tmp_path, text_file):
+def test_ctrl_c_during_training_keeps_the_best_model_and_says_how_to_resume(script, tmp_path, text_file, capsys,
+                                                                           monkeypatch):
+    # in this process; a real SIGINT to a real process is in the test of the printed resume command below
     ckpt_path = tmp_path / "out" / script / "ckpt.pt"
-    with running(script, tiny_args(script, tmp_path, text_file, "--max_iters=100000", "--eval_interval=50"),
-                 tmp_path / "run") as proc:
-        ctrl_c_after_checkpoint(proc, ckpt_path, 50)
-        code, out, err = finish(proc, tmp_path / "run")
+    ctrl_c_after(monkeypatch, 57)  # after the checkpoint of step 50
+    code, out, err = run_in_process(script, tiny_args(script, tmp_path, text_file, "--max_iters=100000",
+                                                      "--eval_interval=50"), capsys, monkeypatch)
     assert code == 130, err
-    assert "--resume" in err.splitlines()[-1]
+    words = shlex.split(err.splitlines()[-1].split("continue with: ")[1])
+    assert words[0] == "python" and words[1].endswith(f"{script}.py")
+    assert words[2:] == ["--resume", f"--out_dir={ckpt_path.parent}", f"--input_file={text_file}"]
     assert "Traceback" not in out + err
-    assert saved_step(ckpt_path) >= 50
+    assert saved_step(ckpt_path) == 50
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadable(tmp_path, text_file):
@@ -180,3 +183,13 @@ def test_printed_commands_carry_the_folders_and_the_launcher(environment, launch
     assert shlex.split(gpt2.command(cfg, "--resume")) == [*launcher, "gpt2.py", "--resume", "--out_dir=runs/a b",
                                                           "--input_file=my text.txt"]
     assert shlex.split(gpt2.command(gpt2.HYPERPARAMETERS)) == [*launcher, "gpt2.py"]  # the defaults go without saying
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_before_training_starts_is_one_line_not_a_traceback(script, tmp_path, text_file, capsys, monkeypatch):
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, "manual_seed", pressed)  # Ctrl-C while the model is being made
+    code, out, err = run_in_process(script, tiny_args(script, tmp_path, text_file), capsys, monkeypatch)
+    assert code == 130
+    assert err.splitlines()[-1] == "interrupted" and "Traceback" not in out + err

@@ -296,6 +296,7 @@ def test_attention_weights_are_what_the_attention_layers_compute(script):
         torch.testing.assert_close(project(merged), out[0], rtol=0, atol=1e-5)
 
 
+@pytest.mark.real_plots
 @pytest.mark.parametrize("script", TRANSFORMERS)
 def test_attention_png_draws_the_prompts_weights_and_a_long_prompt_its_last_block_size(script, cli, tmp_path):
     code, _, err = cli(script)
@@ -487,6 +488,7 @@ def test_importing_a_script_prints_nothing_and_reads_no_argv_or_file(script, tmp
 
 
 # --- runs ---
+@pytest.mark.real_plots
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_tiny_run_prints_evaluations_and_writes_checkpoint_loss_log_and_plot(script, tmp_path, cli):
     code, out, err = cli(script)
