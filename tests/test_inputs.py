@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, SCRIPTS, TEXT, import_script, run_in_process, run_subprocess, tiny_args
+from conftest import ROOT, SCRIPTS, TEXT, eval_lines, import_script, run_in_process, run_subprocess, tiny_args
 
 MODELS = ("v2", "gpt2")
 PROGRESS_BAR = re.compile(r"\d+/\d+ \[")  # tqdm's lines on stderr
@@ -201,26 +201,40 @@ def on_a_cp1252_console(script, argv, monkeypatch):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_a_console_that_cannot_encode_the_sample_prints_question_marks_and_the_sample_file_has_the_text(
+def test_a_run_as_a_process_on_a_cp1252_console_prints_the_documented_lines_and_the_sample_with_question_marks(
         script, tmp_path, monkeypatch):
     text = tmp_path / "text.txt"
     text.write_text(TEXT_WITH_JAPANESE, encoding="utf-8")
-    for mode in ([], ["--sample"]):  # training ends with a sample; --sample makes one
-        sample_file = tmp_path / "samples" / f"{len(mode)}.txt"
-        args = tiny_args(script, tmp_path, text, f"--prompt={JAPANESE}", f"--sample_file={sample_file}", *mode)
-        if mode:
-            code, stdout = on_a_cp1252_console(script, args, monkeypatch)
-        else:  # a real process, its console set to cp1252 as a Windows console or a pipe there is
-            monkeypatch.setenv("PYTHONIOENCODING", "cp1252")
-            result = run_subprocess(script, args)
-            monkeypatch.delenv("PYTHONIOENCODING")
-            code, stdout = result.returncode, result.stdout
-            assert "Traceback" not in result.stderr, result.stderr
-        assert code == 0
-        sample = sample_file.read_bytes().decode("utf-8")
-        assert sample.startswith(JAPANESE) and len(sample) == len(JAPANESE) + 20
-        assert stdout.endswith(sample.encode("cp1252", errors="replace").decode("cp1252") + "\n")
-        assert "?????????" in stdout
+    sample_file = tmp_path / "sample.txt"
+    monkeypatch.setenv("PYTHONIOENCODING", "cp1252")  # as a Windows console, or a pipe there, has it
+    result = run_subprocess(script, tiny_args(script, tmp_path, text, f"--prompt={JAPANESE}",
+                                              f"--sample_file={sample_file}"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("using device: cpu\n")
+    lines = eval_lines(result.stdout)
+    assert len(lines) == 3 and all(re.fullmatch(r"step \d+: train loss \d\.\d{4}, val loss \d\.\d{4}", line)
+                                   for line in lines)
+    sample = sample_file.read_bytes().decode("utf-8")
+    assert sample.startswith(JAPANESE) and len(sample) == len(JAPANESE) + 20
+    assert result.stdout.endswith(sample.encode("cp1252", errors="replace").decode("cp1252") + "\n")
+    assert "?????????" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sample_on_a_cp1252_console_prints_question_marks_and_the_sample_file_has_the_text(script, tmp_path,
+                                                                                           monkeypatch):
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT_WITH_JAPANESE, encoding="utf-8")
+    args = tiny_args(script, tmp_path, text)
+    assert on_a_cp1252_console(script, args, monkeypatch)[0] == 0  # training ends with a sample too
+    sample_file = tmp_path / "samples" / "sample.txt"
+    code, stdout = on_a_cp1252_console(script, [*args, "--sample", f"--prompt={JAPANESE}",
+                                                f"--sample_file={sample_file}"], monkeypatch)
+    assert code == 0
+    sample = sample_file.read_bytes().decode("utf-8")
+    assert sample.startswith(JAPANESE) and len(sample) == len(JAPANESE) + 20
+    assert stdout.endswith(sample.encode("cp1252", errors="replace").decode("cp1252") + "\n")
+    assert "?????????" in stdout
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

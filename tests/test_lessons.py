@@ -11,7 +11,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, SCRIPTS, TEXT, TINY, eval_lines, import_script, run_in_process, run_subprocess, tiny_args
+from conftest import ROOT, SCRIPTS, TEXT, TINY, eval_lines, import_script, run_in_process, tiny_args
 
 TRANSFORMERS = ("v2", "gpt2")  # the scripts whose model reads the context
 VOCAB_TEXT = TEXT + "Café — naïve.\n"  # non-ASCII characters in the vocabulary
@@ -574,16 +574,6 @@ def test_tiny_shakespeare_has_the_known_size_vocabulary_and_split(lesson, tmp_pa
 
 
 # --- runs as a user makes them ---
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_script_run_as_a_process_prints_the_documented_lines(script, tmp_path, text_file):
-    proc = run_subprocess(script, tiny_args(script, tmp_path, text_file))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("using device: cpu\n")
-    lines = eval_lines(proc.stdout)
-    assert len(lines) == 3 and all(EVAL_LINE.match(line) for line in lines)
-    assert "Traceback" not in proc.stderr
-
-
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_without_matplotlib_a_run_says_how_to_get_the_plot_and_goes_on(script, cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
