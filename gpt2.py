@@ -749,8 +749,9 @@ class SkippedSteps:
         if not self.scaler.is_enabled():
             return
         self.count += (~torch.isfinite(norm)).long()
-        if step % self.run.cfg["log_interval"] == 0 and int(self.count):
-            self.run.postfix["skipped"] = int(self.count)
+        if step % self.run.cfg["log_interval"] == 0 and int(self.count):  # next to the loss: a narrow terminal
+            shown = {name: value for name, value in self.run.postfix.items() if name not in ("loss", "skipped")}
+            self.run.postfix = {"loss": self.run.postfix.get("loss", ""), "skipped": int(self.count), **shown}
 
 
 def laptop_notice(dev, seconds_per_step, steps_left):
