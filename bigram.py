@@ -171,7 +171,7 @@ def train(cfg, dev, checkpoint=None):
             optimizer.step()
             run.stepped(step, loss)  # the progress bar
     run.finished()  # how long it took, and the plot of the losses
-    print(generate_text(model, cfg, stoi, itos, dev))
+    show_sample(generate_text(model, cfg, stoi, itos, dev), cfg)  # print it (and save it)
 
 
 # generation: continue a prompt, one sampled character at a time
@@ -180,10 +180,7 @@ def generate_text(model, cfg, stoi, itos, dev):
     context = torch.tensor([prompt_ids(cfg["prompt"], stoi)], dtype=torch.long, device=dev)  # (1, T)
     model.eval()
     out = model.generate(context, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"], generator)  # (1, T+new)
-    text = decode(out[0].tolist(), itos)
-    if cfg["sample_file"]:
-        save_sample(text, cfg["sample_file"])  # the same text, in a UTF-8 file
-    return text
+    return decode(out[0].tolist(), itos)
 
 
 # --- same in every script: sampling ---
@@ -677,8 +674,15 @@ def sample_from_checkpoint(cfg, dev, checkpoint):
     chars = checkpoint["chars"]
     model = build_model(cfg, len(chars)).to(dev)
     load_weights(model, checkpoint, os.path.join(cfg["out_dir"], "ckpt.pt"))
-    print(generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
+    show_sample(generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev), cfg)
     return model
+
+
+def show_sample(text, cfg):
+    """Print the sample; with --sample_file, first write it there too, as UTF-8 (the console may not show it all)."""
+    if cfg["sample_file"]:
+        save_sample(text, cfg["sample_file"])
+    print(text)
 
 
 def save_sample(text, path):
