@@ -406,7 +406,7 @@ class UserError(Exception):
 # inf; a bound may name another setting, and "and" adds a condition. A tuple lists the choices; None: any value of
 # the setting's type (paths are checked by check_output_paths).
 VALID = {
-    "batch_size": "[1, inf)", "block_size": "[1, inf)", "max_iters": "[1, inf)", "eval_interval": "[1, max_iters]",
+    "batch_size": "[1, inf)", "block_size": "[1, inf)", "max_iters": "[1, inf)", "eval_interval": "[1, inf)",
     "learning_rate": "(0, inf)", "n_embd": "[1, inf)", "n_head": "[1, inf) and n_embd % n_head == 0",
     "n_layer": "[1, inf)", "dropout": "[0, 1)",
     "min_lr": "[0, learning_rate]", "warmup_iters": "[0, inf)", "weight_decay": "[0, inf)", "beta1": "[0, 1)",
@@ -880,6 +880,7 @@ class Run:
             ("val", eval_windows(val_data, cfg["block_size"], cfg.get("max_val_windows", 0))))}
         self.batch_generator = torch.Generator().manual_seed(cfg["seed"])  # its own, so that resuming restores it
         self.start_step, self.best_val, self.log_rows, self.warned = 0, float("inf"), [], set()
+        self.saved = checkpoint is not None  # whether ckpt.pt holds this run, so that --resume can continue it
         if checkpoint is not None:
             self.restore(checkpoint)
         self.t_start = self.t_last = time.time()
@@ -929,6 +930,7 @@ class Run:
                     "rng_batches": self.batch_generator.get_state(),
                     **{name: obj.state_dict() for name, obj in self.extra_state.items()},
                 }, self.ckpt_path)
+                self.saved = True
             except FileHeld as error:  # the file held is the previous best model: it can be resumed
                 raise UserError(f"{error}; the best model so far is still in it: close that program, then "
                                 f"continue with: {command(self.cfg, '--resume')}") from None
@@ -962,9 +964,12 @@ class Run:
     def __exit__(self, kind, error, traceback):
         self.bar.close()  # before any message, so that the message gets a line of its own
         if kind is KeyboardInterrupt:
-            if self.master:
+            if self.master and self.saved:
                 print(f"\ninterrupted at step {self.step}; the best model so far is in {self.ckpt_path}; "
                       f"continue with: {command(self.cfg, '--resume')}", file=sys.stderr)
+            elif self.master:  # the first evaluation had not saved a model yet: there is nothing to resume
+                print(f"\ninterrupted at step {self.step}, before this run saved a model; nothing to resume: run the "
+                      "same command again", file=sys.stderr)
             sys.exit(130)
         if out_of_memory(error):
             more = " with more --grad_accum_steps (the same global batch)" if "grad_accum_steps" in self.cfg else ""

@@ -184,8 +184,10 @@ CASES = [  # (id, scripts, argv of the mistake, fragments the message must conta
      ["--n_head=4 is out of range", "n_embd % n_head == 0", "(n_embd=30)"]),
     ("block-size-beyond-the-val-split", SCRIPTS, lambda m: m.args("--block_size=100000"),
      ["val split", "--block_size"]),
-    ("eval-interval-beyond-max-iters", SCRIPTS, lambda m: m.args("--eval_interval=50"),
-     ["--eval_interval=50 is out of range", "[1, max_iters]", "(max_iters=20)"]),
+    ("eval-interval-zero", SCRIPTS, lambda m: m.args("--eval_interval=0"),
+     ["--eval_interval=0 is out of range", "[1, inf)"]),
+    ("min-lr-above-learning-rate", ("gpt2",), lambda m: m.args("--min_lr=0.5"),
+     ["--min_lr=0.5 is out of range", "[0, learning_rate]", "(learning_rate=0.001)"]),
     *[(f"learning-rate-{lr}", SCRIPTS, lambda m, lr=lr: m.args(f"--learning_rate={lr}"),
        [f"--learning_rate={float(lr)} is out of range", "learning_rate must be in (0, inf)"]) for lr in LEARNING_RATES],
     # sampling

@@ -193,3 +193,15 @@ def test_ctrl_c_before_training_starts_is_one_line_not_a_traceback(script, tmp_p
     code, out, err = run_in_process(script, tiny_args(script, tmp_path, text_file), capsys, monkeypatch)
     assert code == 130
     assert err.splitlines()[-1] == "interrupted" and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_before_the_first_model_is_saved_offers_no_resume(script, tmp_path, text_file, capsys, monkeypatch):
+    out_dir = tmp_path / "out" / script
+    out_dir.mkdir(parents=True)
+    torch.save({"script": script}, out_dir / "ckpt.pt")  # another run's checkpoint, which --resume would continue
+    monkeypatch.setattr(torch, "save", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt()))
+    code, out, err = run_in_process(script, tiny_args(script, tmp_path, text_file), capsys, monkeypatch)
+    assert code == 130
+    assert err.splitlines()[-1] == ("interrupted at step 0, before this run saved a model; nothing to resume: run the "
+                                    "same command again")
