@@ -305,6 +305,7 @@ def main(argv):
         cfg = saved_settings(cfg, overrides, checkpoint)
     check_config(cfg)
     dev = pick_device(cfg["device"])
+    check_memory(cfg, dev)
     print(f"using device: {dev}")
     if cfg["sample"]:
         if cfg["attention_png"]:
@@ -560,6 +561,31 @@ def memory_ran_out(error):
     if isinstance(error, MemoryError) or isinstance(error, RuntimeError) and any(text in str(error) for text in cpu):
         return "the CPU"
     return out_of_memory(error)
+
+
+def check_memory(cfg, dev):
+    """Refuse, before any work, a model that cannot fit the device: its weights (and, to train, their gradients
+    and AdamW's two moments), float32. Counted on the meta device, which holds shapes and no numbers."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build_model(cfg, 256).parameters())  # 256: more than a text's characters
+    need, have = 4 * n_params * (1 if cfg["sample"] else 4), device_memory(dev)
+    if have and need > have:
+        raise UserError(f"a model of {n_params / 1e6:,.0f}M parameters needs about {need / 2**30:,.0f} GiB to "
+                        f"{'sample' if cfg['sample'] else 'train'}, and {dev} has {have / 2**30:,.0f} GiB; "
+                        "choose a smaller model (--n_embd, --n_layer)")
+
+
+def device_memory(dev):
+    """The device's memory in bytes, where torch or the system says it (else None: nothing is checked)."""
+    kind = torch.device(dev).type
+    if kind == "cuda":
+        return torch.cuda.get_device_properties(dev).total_memory
+    if kind == "mps" and hasattr(torch.mps, "recommended_max_memory"):
+        return torch.mps.recommended_max_memory()
+    try:  # the CPU: the machine's physical memory (POSIX; Windows has no sysconf)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 # --- end ---
 
 

@@ -2,6 +2,7 @@
 encoding, combinations that mean nothing, and memory running out."""
 
 import io
+import os
 import re
 import runpy
 import sys
@@ -347,3 +348,22 @@ def test_memory_running_out_anywhere_is_one_line_with_the_advice(script, where, 
     monkeypatch.setattr(*target, run_out)
     line = error_line(*run_in_process(script, tiny_args(script, tmp_path, text_file), capsys, monkeypatch))
     assert line.startswith(f"error: {device} ran out of memory") and "try a smaller --batch_size" in line
+
+
+@pytest.mark.parametrize("script", ["v2", "gpt2"])
+def test_a_model_larger_than_the_machine_is_refused_in_one_line_before_any_work(script, tmp_path, text_file, capsys,
+                                                                                 monkeypatch):
+    args = tiny_args(script, tmp_path, text_file, "--n_embd=131072", "--n_head=2")  # 64 GiB per (C, C) matrix
+    code, out, err = run_in_process(script, args, capsys, monkeypatch)
+    assert code == 2
+    assert err.startswith("error: a model of ") and "GiB to train, and cpu has " in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before any work: not even the run's folder
+
+
+def test_the_memory_check_counts_weights_gradients_and_adamw_state(tmp_path, text_file, capsys, monkeypatch):
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 512}  # a machine of 2 MiB
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    args = tiny_args("v2", tmp_path, text_file)
+    assert run_in_process("v2", args, capsys, monkeypatch)[0] == 0  # 0.01M parameters: 16 bytes each fit
+    code, _, err = run_in_process("v2", [*args, "--n_embd=64", "--n_head=4", "--n_layer=4"], capsys, monkeypatch)
+    assert code == 2 and "GiB to train" in err  # the video's small model: 0.21M parameters, 3.4 MB to train
