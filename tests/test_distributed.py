@@ -128,17 +128,19 @@ def test_the_backend_is_nccl_only_for_cuda_where_nccl_is_available(monkeypatch, 
 def test_grad_accum_steps_not_divisible_by_the_processes_is_an_error(tmp_path, text_file):
     code, ranks = torchrun_per_rank(tiny_args("gpt2", tmp_path, text_file, *STEPS, "--grad_accum_steps=3"), tmp_path)
     assert code != 0
-    for _, err in ranks.values():
-        assert our_lines(err) == [
-            "error: --grad_accum_steps=3 must be divisible by the number of processes (2), so that the global batch "
-            "stays the same"]
+    error = ["error: --grad_accum_steps=3 must be divisible by the number of processes (2), so that the global "
+             "batch stays the same"]
+    said = [our_lines(err) for _, err in ranks.values()]  # a rank stopped by torchrun first may print nothing
+    assert error in said and all(lines in ([], error) for lines in said)
 
 
 def test_a_rank_that_fails_brings_the_group_down_with_its_error_and_no_traceback(tmp_path, text_file):
-    # rank 0 alone reads the text before a barrier, so only rank 0 fails; rank 1 is left waiting in the barrier
+    # rank 0 alone reads the text and sends its error to every rank, so that none is left waiting; torchrun stops
+    # the others as soon as one has ended, so a rank may be stopped before it prints the line
     code, ranks = torchrun_per_rank(tiny_args("gpt2", tmp_path, "nope.txt", *STEPS), tmp_path)
     assert code != 0
-    assert our_lines(ranks[0][1]) == [
-        "error: input file nope.txt does not exist; pass --input_file=PATH to a UTF-8 text file"]
+    error = ["error: input file nope.txt does not exist; pass --input_file=PATH to a UTF-8 text file"]
+    said = [our_lines(err) for _, err in ranks.values()]
+    assert error in said and all(lines in ([], error) for lines in said)
     for rank, (_, err) in ranks.items():
         assert "Traceback" not in err, f"rank {rank} printed a traceback:\n{err}"
