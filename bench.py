@@ -27,8 +27,10 @@ are gpt2.py's own choices for the device (choose_precision, choose_compile, fuse
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import functools
+import io
 import os
 import platform
 import re
@@ -43,6 +45,7 @@ from torch import nn
 
 import bigram
 import gpt2
+import plumbing
 import v2
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -69,8 +72,8 @@ class UserError(Exception):
 
 
 def is_user_error(error):
-    """bench.py's UserError, or a lesson script's, raised by a function of it that bench.py called."""
-    return isinstance(error, UserError) or any(isinstance(error, lesson.UserError) for lesson in LESSONS.values())
+    """bench.py's UserError, or the lessons' (plumbing.py's), raised by a function that bench.py called."""
+    return isinstance(error, (UserError, plumbing.UserError))
 
 
 def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
@@ -141,7 +144,9 @@ def run_process(argv):
     code 2) becomes bench.py's own; any other failure stops the bench with the end of what it printed.
     """
     t0 = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a copy of a lesson kept outside the repository imports plumbing.py from here
+    path = os.pathsep.join(filter(None, (ROOT, os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
                                 encoding="utf-8", errors="replace")
@@ -189,7 +194,7 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
         argv.append(f"--input_file={input_file}")
     wall, lines = run_process(argv)
     rows = read_losses(os.path.join(out_dir, "losses.csv"))
-    cfg = {**module.HYPERPARAMETERS, **module.parse_command_line(overrides, module.HYPERPARAMETERS)}
+    cfg = {**module.HYPERPARAMETERS, **plumbing.parse_command_line(overrides, module.SCRIPT)}
     steps = int(rows[-1]["step"])
     tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg.get("grad_accum_steps", 1)
     # steady-state speed: from the second evaluation to the last (start-up and compilation excluded)
@@ -207,6 +212,17 @@ def bench_script(script, section, device, quick, target, work_dir, input_file):
             "wall": wall, "per_step": wall / max(1, steps), "tok_s": speed,
             "best_val": min(r["val_loss"] for r in rows), "final_val": rows[-1]["val_loss"],
             "to_target": reached, "mfu": mfu, "out_dir": out_dir}
+
+
+def pick_device(requested):
+    """--device, or what the lessons pick: cuda, then mps, then cpu; a device this machine lacks is a UserError."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if requested not in ("", *available):
+        raise UserError(f"--device must be cuda, mps or cpu (or left out to pick one), got {requested!r}")
+    if requested and not available[requested]:
+        raise UserError(f"--device={requested} was asked for but this machine has no {requested}; "
+                        "use --device=cpu or leave --device out to pick the best one available")
+    return requested or next(name for name, ok in available.items() if ok)
 
 
 def describe(device):
@@ -298,7 +314,7 @@ def bench_sampling(device, quick, n_tokens):
         model.generate(idx, 8, use_cache=use_cache)  # warm-up
         sync(dev)
         t0 = time.time()
-        generator = torch.Generator(gpt2.sampling_device(dev)).manual_seed(0)  # where gpt2.py's sampling draws
+        generator = torch.Generator(plumbing.sampling_device(dev)).manual_seed(0)  # where gpt2.py's sampling draws
         model.generate(idx, n_tokens, generator=generator, use_cache=use_cache)
         sync(dev)
         result[use_cache] = n_tokens / (time.time() - t0)
@@ -348,7 +364,6 @@ def train_like_v2(build, cfg, dev):
     exact evaluation and loss log (in cfg["out_dir"]), its output silenced. Returns the evaluations
     [(step, train loss, val loss, seconds since the start: the loop with its evaluations)] and the trained model."""
     import contextlib
-    import io
 
     built, build_model = [], v2.build_model
 
@@ -371,7 +386,7 @@ def bench_ladder(device, quick, input_file, work_dir, save_dir):
     """Train every rung of the ladder with v2.py's settings and its train(); each rung's files (losses.csv,
     loss.png, ckpt.pt) in <save_dir or work_dir>/ladder/<n>-<rung>/, and the chart there too, with save_dir.
     Returns the markdown lines of the table."""
-    overrides = v2.parse_command_line(QUICK["ladder"].split() if quick else [], v2.HYPERPARAMETERS)
+    overrides = plumbing.parse_command_line(QUICK["ladder"].split() if quick else [], v2.SCRIPT)
     folder = os.path.join(save_dir or work_dir, "ladder")
     runs = []
     for rung, (name, _, _) in enumerate(LADDER):
@@ -405,7 +420,9 @@ def mark_rung(out_dir, rung, name):
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     checkpoint.update(script="ladder", rung=rung, what=f"{name} (a ladder rung of bench.py)",
                       sample_with=f"python bench.py --sample_rung={out_dir}")
-    v2.save_checkpoint(checkpoint, path)
+    buffer = io.BytesIO()  # written as the scripts write theirs: whole, or not at all
+    torch.save(checkpoint, buffer)
+    plumbing.write_file(path, [buffer.getvalue()])
 
 
 def load_rung(folder):
@@ -431,20 +448,20 @@ def load_rung(folder):
 def sample_rung(folder, device, argv):
     """--sample_rung: the rung saved in folder continues --prompt, with v2.py's sampling settings in argv."""
     checkpoint = load_rung(folder)
-    settings = {name: v2.HYPERPARAMETERS[name] for name in SAMPLING}
-    cfg = {**v2.HYPERPARAMETERS, **checkpoint["config"], **v2.parse_command_line(argv, settings)}
-    v2.check_config(cfg)
-    dev = v2.pick_device(device)
+    settings = dataclasses.replace(v2.SCRIPT, hyperparameters={name: v2.HYPERPARAMETERS[name] for name in SAMPLING})
+    cfg = {**v2.HYPERPARAMETERS, **checkpoint["config"], **plumbing.parse_command_line(argv, settings)}
+    plumbing.check_config(cfg)
+    dev = pick_device(device)
     chars = checkpoint["chars"]
     model = ladder_model(checkpoint.get("rung", len(LADDER) - 1), cfg, len(chars)).to(dev)
-    v2.load_weights(model, checkpoint, os.path.join(folder, "ckpt.pt"))
+    plumbing.load_weights(v2.SCRIPT, model, checkpoint, os.path.join(folder, "ckpt.pt"))
     print(checkpoint.get("what", f"{LADDER[-1][0]} (v2.py's own model, the ladder's last rung)"))
     print(v2.generate_text(model, cfg, {ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)), dev))
 
 
 def plot_ladder(runs, png_path, cfg):
     """Val loss against step, one line per rung of the ladder; the y axis spans the rungs' final losses."""
-    plt = v2.import_pyplot()
+    plt = plumbing.import_pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.8))
     for rung, (name, _, rows, _) in enumerate(runs):
         ax.plot([r[0] for r in rows], [r[2] for r in rows], marker=".", label=f"{name}: {rows[-1][2]:.4f}",
@@ -458,7 +475,7 @@ def plot_ladder(runs, png_path, cfg):
     ax.grid(alpha=0.3)
     ax.legend(title="step of the ladder: final val loss", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    v2.save_figure(fig, png_path)
+    plumbing.save_figure(fig, png_path)
     print(f"ladder chart in {png_path}")
 
 
@@ -487,7 +504,6 @@ def stdlib_sources():
 def prose_of(source):
     """The docstrings (over 40 characters) and the comments (over 20) of a Python source, as a list of texts."""
     import ast
-    import io
     import tokenize
     try:
         nodes = ast.walk(ast.parse(source))
@@ -529,14 +545,14 @@ def write_pretraining_text(path, max_chars=0, shakespeare=SHAKESPEARE):
     (pretraining_text), checked against shakespeare and written atomically to path, in a folder made for it.
     Returns (characters, sha256 of the text)."""
     import hashlib
-    v2.check_input_file(shakespeare)  # tiny Shakespeare, to check against (the repository's input.txt)
+    plumbing.check_input_file(shakespeare)  # tiny Shakespeare, to check against (the repository's input.txt)
     text = pretraining_text(max_chars)
     shared = shared_lines(text, shakespeare)
     if shared:
         raise UserError(f"the pretraining text holds lines of {shakespeare}, e.g. {shared[0]!r}; "
                         "pass another text with --pretrain_text")
-    v2.make_folder(os.path.dirname(os.path.abspath(path)), "pretrain_text")
-    v2.write_file(path, [text.encode("utf-8")])
+    plumbing.make_folder(os.path.dirname(os.path.abspath(path)), "pretrain_text")
+    plumbing.write_file(path, [text.encode("utf-8")])
     return len(text), hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -548,7 +564,7 @@ def bench_ex3(device, quick, work_dir, pretrain_text, input_file, save_dir):
     model = {"quick": TINY_GPT, "cuda": "", "cpu": gpt2.LAPTOP_RECIPE.replace(" --time_budget=600", "")}[kind]
     model += f" --device={device}"
     folder = os.path.join(save_dir or work_dir, "ex3")
-    v2.make_folder(folder, "save_dir")
+    plumbing.make_folder(folder, "save_dir")
     pretrain_text = os.path.abspath(pretrain_text) if pretrain_text else os.path.join(folder, "pretrain.txt")
     if not os.path.exists(pretrain_text):
         n_chars, digest = write_pretraining_text(pretrain_text, 200_000 if quick else 0)
@@ -579,19 +595,20 @@ def bench_ex3(device, quick, work_dir, pretrain_text, input_file, save_dir):
 
 # EX4: a learner's modified copy of a lesson script against the original, in turn
 def script_copy(path):
-    """(the copy's path, the lesson it is a copy of): the lesson is named by the copy's own `SCRIPT = "..."` line."""
+    """(the copy's path, the lesson it is a copy of): the lesson is named by the copy's own
+    `SCRIPT = plumbing.Script("...", ...)` line."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise UserError(f"--script={path} " + ("is a folder" if os.path.isdir(path) else "does not exist")
                         + "; pass your copy of bigram.py, v2.py or gpt2.py, e.g. --script=my_v2.py")
     try:
         with open(path, encoding="utf-8") as f:
-            found = re.search(r'^SCRIPT = "(\w+)"', f.read(), re.MULTILINE)
+            found = re.search(r'^SCRIPT = plumbing\.Script\("(\w+)"', f.read(), re.MULTILINE)
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"--script={path} cannot be read ({type(error).__name__}); check the file") from None
     if not found or found[1] not in LESSONS:
         raise UserError(f"--script={path} is not a copy of bigram.py, v2.py or gpt2.py (it has no line "
-                        'SCRIPT = "bigram", "v2" or "gpt2"); copy a lesson script and change it')
+                        'SCRIPT = plumbing.Script("bigram", "v2" or "gpt2", ...)); copy a lesson script and change it')
     return path, found[1]
 
 
@@ -672,7 +689,7 @@ def check_output_file(path, option):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"--{option}={path}: {folder} is a file, not a folder; choose another path")
-    v2.make_folder(folder, option)
+    plumbing.make_folder(folder, option)
 
 
 def check_pretrain_text(path):
@@ -698,9 +715,9 @@ def main(argv):
         plot_lessons(args.runs_dir, args.plot_file)
         return
     sections = check_sections(args.only)  # every path and setting is checked before any work
-    device = v2.pick_device(args.device)
+    device = pick_device(args.device)
     input_file = os.path.abspath(args.input_file or os.path.join(ROOT, "input.txt"))
-    v2.check_input_file(input_file)
+    plumbing.check_input_file(input_file)
     if args.rounds < 1:
         raise UserError(f"--rounds must be 1 or more, got {args.rounds}")
     if args.script:
@@ -708,7 +725,7 @@ def main(argv):
     elif "ex3" in sections and args.pretrain_text:
         check_pretrain_text(args.pretrain_text)
     if args.save_dir:
-        v2.make_folder(args.save_dir, "save_dir")
+        plumbing.make_folder(args.save_dir, "save_dir")
     with tempfile.TemporaryDirectory(prefix="bench-") as work_dir:
         if args.script:
             lines = compare_scripts(args.script, settings, args.rounds, device, input_file, work_dir)
@@ -732,7 +749,7 @@ def plot_lessons(runs_dir, png_path):
     if not logs:
         raise UserError(f"no loss log in {runs_dir}/<script>/losses.csv; run the scripts first")
     check_output_file(png_path, "plot_file")
-    plt = v2.import_pyplot()
+    plt = plumbing.import_pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for script, path, rows in logs:
         best = min(r["val_loss"] for r in rows)
@@ -745,7 +762,7 @@ def plot_lessons(runs_dir, png_path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    v2.save_figure(fig, png_path)
+    plumbing.save_figure(fig, png_path)
     drawn = ", ".join(f"{script}.py {min(r['val_loss'] for r in rows):.4f}" for script, _, rows in logs)
     print(f"{drawn}: chart in {png_path}")
 
@@ -821,11 +838,11 @@ def run_sections(args, sections, device, work_dir, input_file):
 
 def keep_run(out_dir, folder):
     """Copy a run's loss log, plot and checkpoint into folder, each written atomically."""
-    v2.make_folder(folder, "save_dir")
+    plumbing.make_folder(folder, "save_dir")
     for name in ("losses.csv", "loss.png", "ckpt.pt"):
         if os.path.exists(os.path.join(out_dir, name)):
             with open(os.path.join(out_dir, name), "rb") as f:
-                v2.write_file(os.path.join(folder, name), [f.read()])
+                plumbing.write_file(os.path.join(folder, name), [f.read()])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Choices made from what the device reports (precision, torch.compile, sampling and attention on MPS, running out of
 memory), tested with the device mocked: no T4, V100 or Mac is here to try them. And the float16 path, for real, on
-the CPU."""
+the CPU. The rules gpt2.py has alone are tested on gpt2.py, plumbing.py's rules once, and what each script does itself
+(sampling, a model with block_size 1) on each script."""
 
 import re
 from types import SimpleNamespace
@@ -18,6 +19,8 @@ from conftest import (
     val_losses,
 )
 from torch.nn import functional as F
+
+import plumbing
 
 gpt2 = import_script("gpt2")
 
@@ -68,7 +71,7 @@ def test_an_explicit_dtype_is_honoured_on_the_cpu(dtype):
 def test_a_dtype_the_device_cannot_run_is_an_error_naming_what_it_can(gpu, dev, capability, dtype, can):
     if capability:
         gpu(*capability)
-    with pytest.raises(gpt2.UserError, match=rf"^--dtype={dtype} cannot train on this device .*it can use {can}, "):
+    with pytest.raises(plumbing.UserError, match=rf"^--dtype={dtype} cannot train on this device .*it can use {can}, "):
         gpt2.choose_precision(dtype, dev)
 
 
@@ -129,7 +132,7 @@ def test_compile_by_default_from_8_0_and_on_7_x_only_when_asked(gpu, monkeypatch
 
 
 # --- float16 on the CPU, for real ---
-FORWARD_BACKWARD, MICRO_BATCHES, STEPPED = gpt2.forward_backward, gpt2.micro_batches, gpt2.Run.stepped
+FORWARD_BACKWARD, MICRO_BATCHES, STEPPED = gpt2.forward_backward, gpt2.micro_batches, plumbing.Run.stepped
 
 
 def float16_run(tmp_path, text_file, capsys, monkeypatch, name, *extra, overflow_at=None, ctrl_c_after_step=None):
@@ -152,7 +155,7 @@ def float16_run(tmp_path, text_file, capsys, monkeypatch, name, *extra, overflow
         return STEPPED(run, step, loss, **fields)
     monkeypatch.setattr(gpt2, "micro_batches", micro_batches)
     monkeypatch.setattr(gpt2, "forward_backward", forward_backward)
-    monkeypatch.setattr(gpt2.Run, "stepped", stepped)
+    monkeypatch.setattr(plumbing.Run, "stepped", stepped)
     if ctrl_c_after_step is not None:
         ctrl_c_after(monkeypatch, ctrl_c_after_step)
     argv = tiny_args("gpt2", tmp_path / name, text_file, "--dtype=float16", "--max_iters=40", "--eval_interval=20",
@@ -212,28 +215,31 @@ def test_a_checkpoint_without_a_scaler_resumes_in_float16(tmp_path, text_file, c
 
 
 # --- sampling and attention on MPS ---
-@pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("dev, where", [("mps", "cpu"), ("cuda", "cuda"), ("cuda:1", "cuda:1"), ("cpu", "cpu")])
-def test_the_next_token_is_drawn_on_the_cpu_for_mps_and_on_the_device_elsewhere(script, dev, where):
-    assert import_script(script).sampling_device(dev) == torch.device(where)
+def test_the_next_token_is_drawn_on_the_cpu_for_mps_and_on_the_device_elsewhere(dev, where):
+    assert plumbing.sampling_device(dev) == torch.device(where)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_sampling_draws_where_sampling_device_says_and_returns_to_the_models_device(script, monkeypatch):
     """The probabilities go where sampling_device says, and the drawn token comes back to the logits' device. The
-    meta device stands in for the other device: a tensor can move from the CPU to meta, but not back."""
-    module, asked, drawn_on = import_script(script), [], []
+    meta device stands in for the other device: a tensor can move from the CPU to meta, but not back, so the token
+    drawn there is a stand-in that records where it is sent."""
+    module, asked, drawn_on, sent_to = import_script(script), [], [], []
 
-    def spy_multinomial(probs, num_samples, generator=None):  # the first token, drawn on the CPU
+    class DrawnOnMeta:
+        def to(self, device):
+            sent_to.append(torch.device(device))
+            return torch.zeros(3, 1, dtype=torch.long, device=device)
+
+    def spy_multinomial(probs, num_samples, generator=None):
         drawn_on.append(probs.device)
-        return torch.zeros(probs.shape[0], num_samples, dtype=torch.long)
+        return DrawnOnMeta()
     monkeypatch.setattr(torch, "multinomial", spy_multinomial)
-    monkeypatch.setattr(module, "sampling_device", lambda device: asked.append(device) or torch.device("meta"))
+    monkeypatch.setattr(plumbing, "sampling_device", lambda device: asked.append(device) or torch.device("meta"))
     idx = module.sample_next(torch.randn(3, 65), 1.0, 0, None)  # CPU logits, drawn on meta
-    assert asked == [torch.device("cpu")] and drawn_on == [torch.device("meta")]
-    assert idx.shape == (3, 1) and idx.device == torch.device("cpu")
-    idx = module.sample_next(torch.randn(3, 65, device="meta"), 1.0, 0, None)  # meta logits, the draw on the CPU
-    assert idx.shape == (3, 1) and idx.device == torch.device("meta")  # back where the logits are
+    assert asked == [torch.device("cpu")] and drawn_on == [torch.device("meta")]  # the probabilities went there
+    assert sent_to == [torch.device("cpu")] and idx.shape == (3, 1) and idx.device == torch.device("cpu")  # and back
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -289,15 +295,13 @@ def test_the_fused_attention_receives_what_contiguous_on_mps_returns(monkeypatch
     assert all(a is b for a, b in zip(received[0], made[0], strict=True))  # q, k, v: each the recorder's copy
 
 
-
-@pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("device", ["CUDA", "MPS"])
+@pytest.mark.parametrize("script, device", [("bigram", "CUDA"), ("bigram", "MPS"), ("gpt2", "CUDA")])
 def test_out_of_memory_suggests_a_smaller_batch(script, device, tmp_path, text_file, capsys, monkeypatch):
     out_of_memory_in_the_loss(monkeypatch, device)
     code, out, err = run_in_process(script, tiny_args(script, tmp_path, text_file), capsys, monkeypatch)
     assert code == 2
     last = err.splitlines()[-1]  # after the progress bar's lines
-    more = " with more --grad_accum_steps (the same global batch)" if script == "gpt2" else ""
+    more = " with more --grad_accum_steps (the same global batch)" if script == "gpt2" else ""  # gpt2 has them
     assert last == f"error: {device} ran out of memory with --batch_size=4; try a smaller --batch_size{more}"
     assert err.count("error:") == 1 and "Traceback" not in out + err
 
@@ -307,7 +311,7 @@ def test_another_runtime_error_is_a_bug_and_keeps_its_traceback(tmp_path, text_f
         raise RuntimeError("shapes cannot be multiplied")
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", broken)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
-        run_in_process("v2", tiny_args("v2", tmp_path, text_file), capsys, monkeypatch)
+        run_in_process("bigram", tiny_args("bigram", tmp_path, text_file), capsys, monkeypatch)
 
 
 # --- any block_size the scripts accept ---

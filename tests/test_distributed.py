@@ -9,6 +9,8 @@ import pytest
 import torch
 from conftest import ROOT, TEXT, TINY, eval_lines, import_script, run_in_process, tiny_args
 
+import plumbing
+
 gpt2 = import_script("gpt2")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -45,33 +47,26 @@ def torchrun_per_rank(argv, cwd):
 
 # a pretraining text whose characters include every one of TEXT's, and more
 PRETRAIN_TEXT = TEXT + "Quixotic zephyrs jab; 42 vexed GNOMES!\n" * 20
-RUNS = {"plain": ("--dropout=0.2",),  # with dropout, each micro-batch's masks come from its own seed
-        "finetuning": ("--dropout=0.0", "--learning_rate=3e-4")}  # --init_from added by the fixture
+# finetuning (--init_from, added by the fixture): every process must encode the text with the pretrained model's
+# vocabulary; with dropout, each micro-batch's masks come from its own seed
+FINETUNING = ("--dropout=0.2", "--learning_rate=3e-4")
 
 
 @pytest.fixture(scope="module")
-def two_process_runs(tmp_path_factory):
-    """run(kind) -> (exit code, stdout, stderr, out_dir, argv) of a 2-process run of the tiny config, made once each;
-    "finetuning" starts from a model pretrained on PRETRAIN_TEXT, whose vocabulary every process must encode with."""
-    runs = {}
-
-    def run(kind):
-        if kind not in runs:
-            base = tmp_path_factory.mktemp(f"torchrun_{kind}")
-            text = base / "text.txt"
-            text.write_text(TEXT, encoding="utf-8")
-            extra = list(RUNS[kind])
-            if kind == "finetuning":
-                (base / "pretrain.txt").write_text(PRETRAIN_TEXT, encoding="utf-8")
-                gpt2.main(tiny_args("gpt2", base, base / "pretrain.txt", f"--out_dir={base / 'pre'}"))
-                extra.append(f"--init_from={base / 'pre'}")
-            runs[kind] = (*torchrun(tiny_args("gpt2", base, text, *STEPS, *extra), base), base / "out" / "gpt2", extra)
-        return runs[kind]
-    return run
+def two_process_run(tmp_path_factory):
+    """(exit code, stdout, stderr, out_dir, its options) of one 2-process run of the tiny config, made once for the
+    tests below: it finetunes a model pretrained on PRETRAIN_TEXT, with dropout."""
+    base = tmp_path_factory.mktemp("torchrun")
+    text = base / "text.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    (base / "pretrain.txt").write_text(PRETRAIN_TEXT, encoding="utf-8")
+    gpt2.main(tiny_args("gpt2", base, base / "pretrain.txt", f"--out_dir={base / 'pre'}"))
+    extra = [*FINETUNING, f"--init_from={base / 'pre'}"]
+    return (*torchrun(tiny_args("gpt2", base, text, *STEPS, *extra), base), base / "out" / "gpt2", extra)
 
 
-def test_two_processes_train_and_print_everything_once(two_process_runs, capsys, monkeypatch):
-    code, out, err, out_dir, _ = two_process_runs("plain")
+def test_two_processes_train_and_print_everything_once(two_process_run, capsys, monkeypatch):
+    code, out, err, out_dir, _ = two_process_run
     assert code == 0, err
     assert [line.split(":")[0] for line in eval_lines(out)] == ["step 0", "step 3", "step 6"]
     assert out.count("using device") == 1 and "using device: cpu (2 processes)" in out
@@ -84,10 +79,9 @@ def test_two_processes_train_and_print_everything_once(two_process_runs, capsys,
     assert len(out.removeprefix("using device: cpu\n")) == 1 + 7 + 1  # a newline, 7 characters, print's newline
 
 
-@pytest.mark.parametrize("kind", RUNS)
-def test_two_processes_train_the_parameters_one_process_trains(kind, two_process_runs, tmp_path, text_file, capsys,
+def test_two_processes_train_the_parameters_one_process_trains(two_process_run, tmp_path, text_file, capsys,
                                                                monkeypatch):
-    code, _, err, two_dir, extra = two_process_runs(kind)
+    code, _, err, two_dir, extra = two_process_run
     assert code == 0, err
     code, out, err = run_in_process("gpt2", tiny_args("gpt2", tmp_path, text_file, *STEPS, *extra), capsys,
                                     monkeypatch)
@@ -96,9 +90,9 @@ def test_two_processes_train_the_parameters_one_process_trains(kind, two_process
     one = torch.load(tmp_path / "out" / "gpt2" / "ckpt.pt", weights_only=True)
     two = torch.load(two_dir / "ckpt.pt", weights_only=True)
     assert one["step"] == two["step"] == 6  # both saved the model after the last step, not an earlier one
-    assert one["config"]["dropout"] == two["config"]["dropout"]
-    expected = "".join(sorted(set(PRETRAIN_TEXT if kind == "finetuning" else TEXT)))
-    assert one["chars"] == two["chars"] == expected  # finetuning: the vocabulary reached every process's tokens
+    assert one["config"]["dropout"] == two["config"]["dropout"] == 0.2
+    expected = "".join(sorted(set(PRETRAIN_TEXT)))
+    assert one["chars"] == two["chars"] == expected != "".join(sorted(set(TEXT)))  # the vocabulary reached every rank
     assert one["model"].keys() == two["model"].keys()
     for name, tensor in one["model"].items():
         torch.testing.assert_close(two["model"][name], tensor, atol=1e-5, rtol=0, msg=name)
@@ -125,13 +119,18 @@ def test_the_backend_is_nccl_only_for_cuda_where_nccl_is_available(monkeypatch, 
     assert capsys.readouterr().out == f"process group: 2 processes, backend {backend}\n"
 
 
-def test_grad_accum_steps_not_divisible_by_the_processes_is_an_error(tmp_path, text_file):
-    code, ranks = torchrun_per_rank(tiny_args("gpt2", tmp_path, text_file, *STEPS, "--grad_accum_steps=3"), tmp_path)
-    assert code != 0
-    error = ["error: --grad_accum_steps=3 must be divisible by the number of processes (2), so that the global "
-             "batch stays the same"]
-    said = [our_lines(err) for _, err in ranks.values()]  # a rank stopped by torchrun first may print nothing
-    assert error in said and all(lines in ([], error) for lines in said)
+def test_grad_accum_steps_not_divisible_by_the_processes_is_an_error(tmp_path, text_file, capsys, monkeypatch):
+    # every rank refuses at once, before any work and any message to the others, so that none is left waiting; how
+    # a real group of processes ends on one error line: the test below
+    argv = tiny_args("gpt2", tmp_path, text_file, *STEPS, "--grad_accum_steps=3")
+    for rank in (0, 1):
+        monkeypatch.setattr(gpt2, "setup_distributed", lambda dev, rank=rank: (rank, 2, dev))  # 2 processes
+        with pytest.raises(plumbing.UserError) as refused:
+            gpt2.main(argv)
+        assert str(refused.value) == ("--grad_accum_steps=3 must be divisible by the number of processes (2), so "
+                                      "that the global batch stays the same")
+        assert "using device" not in capsys.readouterr().out  # refused before training
+        assert not (tmp_path / "out" / "gpt2" / "ckpt.pt").exists()
 
 
 def test_a_rank_that_fails_brings_the_group_down_with_its_error_and_no_traceback(tmp_path, text_file):

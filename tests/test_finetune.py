@@ -20,7 +20,7 @@ def pretrained(tmp_path_factory):
     (base / "pretrain.txt").write_text(PRETRAIN_TEXT, encoding="utf-8")
     (base / "text.txt").write_text(TEXT, encoding="utf-8")
     assert set(TEXT) < set(PRETRAIN_TEXT)
-    gpt2.main(tiny_args("gpt2", base, base / "pretrain.txt", "--max_iters=300", "--eval_interval=100",
+    gpt2.main(tiny_args("gpt2", base, base / "pretrain.txt", "--max_iters=150", "--eval_interval=50",
                         "--learning_rate=3e-3", "--out_dir=" + str(base / "pre")))
     return base
 
@@ -42,7 +42,7 @@ def test_finetuning_starts_from_the_pretrained_weights_not_from_ln_vocab_size(pr
     stoi = {ch: i for i, ch in enumerate(saved["chars"])}
     data = torch.tensor(gpt2.encode(TEXT, stoi)).numpy()
     n = int(0.9 * len(data))
-    val = gpt2.eval_windows(data[n:], saved["config"]["block_size"], 0)
+    val = gpt2.eval_windows(data[n:], saved["config"]["block_size"], 0, "cpu")
     expected = gpt2.estimate_loss(model, {"val": val}, 128)["val"]  # the pretrained model on the new text
     first = val_losses(out)[0]
     assert first == pytest.approx(expected, abs=1e-4)
@@ -57,7 +57,7 @@ def test_finetuning_starts_the_optimizer_and_the_schedule_at_step_0(pretrained, 
     checkpoint = torch.load(tmp_path / "out" / "gpt2" / "ckpt.pt", weights_only=True)
     assert checkpoint["step"] == 20
     steps = {int(state["step"]) for state in checkpoint["optimizer"]["state"].values()}
-    assert steps == {20}  # AdamW counted this run's 20 updates only, not the pretraining's 40
+    assert steps == {20}  # AdamW counted this run's 20 updates only, not the pretraining's 150
     first_lr = (tmp_path / "out" / "gpt2" / "losses.csv").read_text().splitlines()[1].split(",")[-1]
     assert float(first_lr) == pytest.approx(3e-4 / 5)  # warming up again, from this run's learning rate
 

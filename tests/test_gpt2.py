@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import TEXT, eval_lines, import_script, run_in_process, tiny_args
 
+import plumbing
+
 gpt2 = import_script("gpt2")
 CHARS = sorted(set(TEXT))
 V = len(CHARS)
@@ -252,11 +254,8 @@ def test_token_file_is_written_once_reused_and_rebuilt_when_the_text_changes(tmp
     assert data.dtype == np.uint8
     assert len(data) == bin_path.stat().st_size == len(text)  # one byte per character
     itos, T = dict(enumerate(chars)), 64
-    starts = [0, chunk - T // 2, len(text) // 2 + 7, len(text) - T - 1]
-    x, y = gpt2.get_windows(data, starts, T)
-    for row, start in enumerate(starts):
-        assert gpt2.decode(x[row].tolist(), itos) == text[start:start + T]
-        assert gpt2.decode(y[row].tolist(), itos) == text[start + 1:start + 1 + T]
+    for start in (0, chunk - T // 2, len(text) // 2 + 7, len(text) - T):  # the second spans a chunk boundary
+        assert gpt2.decode(data[start:start + T].tolist(), itos) == text[start:start + T]
 
     mtime = bin_path.stat().st_mtime_ns
     assert gpt2.load_tokens(str(path), str(tmp_path / "out"), chunk)[0] == chars
@@ -387,7 +386,8 @@ def test_a_run_of_hours_on_a_cpu_gets_the_laptop_recipe_and_a_short_one_nothing(
 
 
 class StepClock:
-    """Stands in for gpt2.py's clock: time passes only during training steps, step_seconds(now) each."""
+    """Stands in for the clock of gpt2.py and plumbing.py: time passes only during training steps, step_seconds(now)
+    each."""
 
     def __init__(self, step_seconds):
         self.now, self.step_seconds = 1000.0, step_seconds
@@ -406,7 +406,8 @@ def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeyp
     def timed_forward_backward(*args, **kwargs):
         clock.now += clock.step_seconds(clock.now - start)
         return forward_backward(*args, **kwargs)
-    monkeypatch.setattr(gpt2, "time", clock)
+    monkeypatch.setattr(gpt2, "time", clock)  # the step times (StepTimer)
+    monkeypatch.setattr(plumbing, "time", clock)  # the run's start and its evaluations (Run's clock): the same clock
     monkeypatch.setattr(gpt2, "forward_backward", timed_forward_backward)
     argv = tiny_args("gpt2", tmp_path, text_file, f"--time_budget={budget}", "--max_iters=1000000",
                      "--eval_interval=50", "--max_new_tokens=0", *extra)
@@ -472,15 +473,15 @@ def test_a_new_time_budget_at_resume_trains_that_many_more_seconds(tmp_path, tex
     assert more_steps - saved == pytest.approx(steps, abs=3)  # as many steps again
 
 
-def test_resuming_without_a_time_budget_keeps_the_planned_end(tmp_path, text_file, capsys, monkeypatch):
-    _, steps, _ = run_on_step_clock(lambda elapsed: 0.05, 3, tmp_path, text_file, capsys, monkeypatch)
-    cfg = gpt2.budget_at_resume({**gpt2.HYPERPARAMETERS, "max_iters": steps, "time_budget": 3}, {"resume": True},
-                                steps)
-    assert (cfg["max_iters"], cfg["time_budget"]) == (steps, 0)
+def test_resuming_without_a_time_budget_keeps_the_planned_end():
+    planned = 57  # the max_iters a run with --time_budget=3 planned: its checkpoint's settings say so
+    cfg = gpt2.budget_at_resume({**gpt2.HYPERPARAMETERS, "max_iters": planned, "time_budget": 3}, {"resume": True},
+                                planned)
+    assert (cfg["max_iters"], cfg["time_budget"]) == (planned, 0)
 
 
 # --- any seed ---
-@pytest.mark.parametrize("seed", [20261129, -12345678, 2**63 - 1, -2**63])
+@pytest.mark.parametrize("seed", [2**63 - 1, -2**63])  # the ends of the range; step_seed's own test takes others
 def test_every_64_bit_seed_trains_and_samples(seed, gpt2_cli):
     code, out, err = gpt2_cli(f"--seed={seed}")
     assert code == 0, err

@@ -1,17 +1,22 @@
-"""Behaviour every lesson script shares: tokenizer, batches, model, evaluation, options, shared blocks, runs."""
+"""Each lesson in its own script (tokenizer, batches, model, evaluation, sampling), and the plumbing every run
+shares, tested once: the command line, --help, and a tiny run's evaluations, files and plot."""
 
-import ast
 import csv
-import difflib
 import math
 import re
+import runpy
+import shutil
 import sys
+from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT, SCRIPTS, TEXT, TINY, eval_lines, import_script, run_in_process, tiny_args
+
+import plumbing
 
 TRANSFORMERS = ("v2", "gpt2")  # the scripts whose model reads the context
 VOCAB_TEXT = TEXT + "Café — naïve.\n"  # non-ASCII characters in the vocabulary
@@ -20,15 +25,11 @@ STOI = {ch: i for i, ch in enumerate(CHARS)}
 ITOS = dict(enumerate(CHARS))
 EVAL_LINE = re.compile(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}$")
 CSV_HEADER = ["step", "train_loss", "val_loss", "elapsed_s", "lr"]
-SHARED_BLOCK_START = re.compile(r"^# --- same in (every script|\w+\.py and \w+\.py): (.+) ---$")
-SHARED_BLOCK_END = "# --- end ---"
-HYPERPARAMETER_LINE = re.compile(r"^([a-z_][a-z0-9_]*) = (\S.*?)  # (\S.*)$")
-GROUP_HEADING = re.compile(r"^# [a-z][a-z ,]*$")
-RULER = "# ---- plumbing: not in the video (command line, checks, files, checkpoints) ----"
-LAYOUT = {"bigram": (205, 125), "v2": (300, 135), "gpt2": (450, 170)}  # (lines above the ruler, first nn.Module at)
-MAX_FUNCTION_LINES = 70
-LESSON_ORDER = ("def load_data", "def encode", "def decode", "def get_batch", "def estimate_loss", "class ",
-                "def train", "def generate_text", "def sample_next")
+INPUT_TEXTS = {
+    "crlf_line_ends": TEXT.replace("\n", "\r\n"),
+    "no_trailing_newline": TEXT.rstrip("\n"),
+    "non_ascii": TEXT.replace("speak", "spéak — naïve"),
+}
 
 
 # --- helpers ---
@@ -40,7 +41,7 @@ def lesson(script):
 def tiny_config(script, **changes):
     """The script's hyperparameters with its TINY overrides applied, then changes."""
     module = import_script(script)
-    return {**module.HYPERPARAMETERS, **module.parse_command_line(TINY[script], module.HYPERPARAMETERS), **changes}
+    return {**module.HYPERPARAMETERS, **plumbing.parse_command_line(TINY[script], module.SCRIPT), **changes}
 
 
 def build_model(script, vocab_size, seed=0, **changes):
@@ -57,46 +58,16 @@ def token_data(module, dtype=np.int64):
 def eval_sets(module, block_size):
     data = token_data(module)
     n = int(0.9 * len(data))
-    return {split: module.eval_windows(part, block_size, 0) for split, part in (("train", data[:n]), ("val", data[n:]))}
+    return {split: module.eval_windows(part, block_size, 0, "cpu") for split, part in (("train", data[:n]),
+                                                                                        ("val", data[n:]))}
 
 
-def source_lines(script):
-    return (ROOT / f"{script}.py").read_text(encoding="utf-8").splitlines()
-
-
-def hyperparameter_lines(script):
-    """{name: (value source, comment)} of the hyperparameter block, whose other lines are `# group` headings."""
-    lines = source_lines(script)
-    block = lines[lines.index("# hyperparameters") + 1:]
-    block = block[:next(i for i, line in enumerate(block) if line.startswith("# every name above"))]
-    bad = [line for line in block if not HYPERPARAMETER_LINE.match(line) and not GROUP_HEADING.match(line)]
-    assert not bad, f"{script}.py: neither `name = value  # comment` nor a `# group` heading: {bad}"
-    return {m[1]: (m[2], m[3]) for m in map(HYPERPARAMETER_LINE.match, block) if m}
-
-
-def block_scripts(scope):
-    """The scripts a block is shared by: `every script`, or `v2.py and gpt2.py`."""
-    return SCRIPTS if scope == "every script" else tuple(name.removesuffix(".py") for name in scope.split(" and "))
-
-
-def shared_blocks(script):
-    """{name: lines} of the `# --- same in SCOPE: NAME ---` ... `# --- end ---` blocks of a script; the first line
-    of each body is its scope (`every script`, or `v2.py and gpt2.py`)."""
-    blocks, name, body = {}, None, []
-    for number, line in enumerate((ROOT / f"{script}.py").read_text(encoding="utf-8").splitlines(), 1):
-        where = f"{script}.py:{number}"
-        if start := SHARED_BLOCK_START.match(line):
-            assert name is None, f"{where}: block {start[2]!r} starts inside block {name!r}"
-            assert start[2] not in blocks, f"{where}: block {start[2]!r} appears twice"
-            assert script in block_scripts(start[1]), f"{where}: a block of {start[1]} in {script}.py"
-            name, body = start[2], [start[1]]
-        elif line == SHARED_BLOCK_END:
-            assert name is not None, f"{where}: {SHARED_BLOCK_END!r} outside any block"
-            blocks[name], name = body, None
-        elif name is not None:
-            body.append(line)
-    assert name is None, f"{script}.py: block {name!r} has no {SHARED_BLOCK_END!r}"
-    return blocks
+def load_data(module, path, block_size=8):
+    """The script's own load_data of the text at path: (chars, stoi, itos, train data, val data)."""
+    if module.SCRIPT.name == "gpt2":  # gpt2.py encodes the text into a token file beside it (load_tokens)
+        cfg = {"input_file": str(path), "out_dir": str(path.parent / "out"), "block_size": block_size}
+        return module.load_data(cfg)
+    return module.load_data(str(path), block_size)
 
 
 @pytest.fixture
@@ -107,14 +78,41 @@ def cli(tmp_path, text_file, capsys, monkeypatch):
     return run
 
 
+@dataclass
+class TrainedRun:
+    args: list  # the tiny run's command line; add --sample to sample its model
+    out_dir: Path
+    out: str  # what it printed
+
+
+@pytest.fixture(scope="module")
+def trained_runs():
+    return {}  # script -> its TrainedRun, made on first use
+
+
 @pytest.fixture
-def sample(script, cli):
-    """Train the script's tiny model; then sample(*extra) is the text that `--sample *extra` prints."""
-    code, _, err = cli(script)
-    assert code == 0, err
+def trained(trained_runs, tmp_path_factory, capsys, monkeypatch):
+    """trained(script) -> the TrainedRun of one tiny training run of that script, made once per module."""
+    def run(script):
+        if script not in trained_runs:
+            base = tmp_path_factory.mktemp(f"trained_{script}")
+            text = base / "text.txt"
+            text.write_text(TEXT, encoding="utf-8")
+            args = tiny_args(script, base, text)
+            code, out, err = run_in_process(script, args, capsys, monkeypatch)
+            assert code == 0, f"the tiny training run of {script}.py failed:\n{err}"
+            trained_runs[script] = TrainedRun(args, base / "out" / script, out)
+        return trained_runs[script]
+    return run
+
+
+@pytest.fixture
+def sample(script, trained, capsys, monkeypatch):
+    """sample(*extra) is the text that `--sample *extra` prints, from the script's tiny trained model."""
+    args = trained(script).args
 
     def run(*extra):
-        code, out, err = cli(script, "--sample", *extra)
+        code, out, err = run_in_process(script, [*args, "--sample", *extra], capsys, monkeypatch)
         assert code == 0, err
         header, text = out.split("\n", 1)
         assert header == "using device: cpu"
@@ -122,7 +120,7 @@ def sample(script, cli):
     return run
 
 
-# --- tokenizer ---
+# --- the data ---
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_decode_of_encode_gives_the_text_back(lesson):
     ids = lesson.encode(VOCAB_TEXT, STOI)
@@ -132,33 +130,42 @@ def test_decode_of_encode_gives_the_text_back(lesson):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_encoding_an_unknown_character_raises_user_error_naming_it(lesson):
-    with pytest.raises(lesson.UserError, match="€"):
+    with pytest.raises(plumbing.UserError, match="€"):
         lesson.encode("Café €", STOI)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("kind", INPUT_TEXTS)
+def test_load_data_gives_the_texts_characters_and_splits_it_90_10(lesson, kind, tmp_path):
+    path = tmp_path / f"{kind}.txt"
+    path.write_bytes(INPUT_TEXTS[kind].encode("utf-8"))
+    text = INPUT_TEXTS[kind].replace("\r\n", "\n")  # read with universal newlines, as open() does
+    chars, stoi, itos, train_data, val_data = load_data(lesson, path)
+    assert "".join(chars) == "".join(sorted(set(text)))
+    assert len(train_data) == int(0.9 * len(text)) and len(val_data) == len(text) - len(train_data)
+    assert lesson.decode([int(i) for i in [*train_data, *val_data]], itos) == text
+
+
+def test_tiny_shakespeare_has_the_known_size_vocabulary_and_split(tmp_path):
+    """gpt2.py's token file; v2.py's load_data (plumbing.read_text) is test_the_video.py's first chapter."""
+    copy = tmp_path / "input.txt"  # the token file is written next to the text: not into the repository
+    shutil.copyfile(ROOT / "input.txt", copy)  # part of the repository, as test_the_video.py asserts byte for byte
+    chars, stoi, itos, train_data, val_data = load_data(import_script("gpt2"), copy)
+    assert len(chars) == 65
+    assert (len(train_data), len(val_data)) == (1_003_854, 111_540)  # 1_115_394 characters
 
 
 # --- batches ---
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_windows_are_int64_b_by_t_and_targets_are_inputs_one_character_later(lesson):
-    data, T = token_data(lesson, np.uint8), 8
-    starts = [0, 5, len(data) - T - 1]
-    x, y = lesson.get_windows(data, starts, T)
-    assert x.shape == y.shape == (len(starts), T)
-    assert x.dtype == y.dtype == torch.int64
-    for row, start in enumerate(starts):
-        assert x[row].tolist() == data[start:start + T].tolist()
-        assert y[row].tolist() == data[start + 1:start + 1 + T].tolist()
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_get_batch_draws_windows_of_the_data_and_their_next_characters(lesson):
-    data, B, T = token_data(lesson, np.uint8), 16, 8
+def test_get_batch_windows_are_int64_b_by_t_and_targets_are_inputs_one_character_later(lesson):
+    data, B, T = token_data(lesson, np.uint8), 16, 8  # uint8: gpt2.py's token file
     x, y = lesson.get_batch(data, B, T, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (B, T)
     assert x.dtype == y.dtype == torch.int64
     windows = {tuple(w) for w in np.lib.stride_tricks.sliding_window_view(data, T + 1).tolist()}
     for x_row, y_row in zip(x.tolist(), y.tolist(), strict=True):
         assert x_row[1:] == y_row[:-1]
-        assert tuple(x_row + y_row[-1:]) in windows
+        assert tuple(x_row + y_row[-1:]) in windows  # a window of the data and the character after it
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -296,34 +303,25 @@ def test_attention_weights_are_what_the_attention_layers_compute(script):
         torch.testing.assert_close(project(merged), out[0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.real_plots
-@pytest.mark.parametrize("script", TRANSFORMERS)
-def test_attention_png_draws_the_prompts_weights_and_a_long_prompt_its_last_block_size(script, cli, tmp_path):
-    code, _, err = cli(script)
-    assert code == 0, err
-    png = tmp_path / "pictures" / "attention.png"
-    long_prompt = "First Citizen:\nBefore we proceed" * 2  # longer than the tiny block_size
-    code, out, err = cli(script, "--sample", f"--prompt={long_prompt}", f"--attention_png={png}", "--max_new_tokens=5")
-    assert code == 0, err
-    T = tiny_config(script)["block_size"]
-    assert f"the picture shows its last {T}" in out
-    assert f"attention weights of {T} characters (1 layers x 2 heads) in {png}" in out
-    assert png.read_bytes().startswith(b"\x89PNG")
-    assert out.split("\n", 1)[1].startswith(long_prompt)  # the sample itself continues the whole prompt
-
-
 # --- evaluation ---
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("n_tokens, block_size, max_windows, count", [
     (100, 8, 0, 12), (100, 8, 5, 5), (100, 8, 50, 12), (97, 8, 0, 12), (96, 8, 0, 11), (9, 8, 0, 1),
 ])
 def test_eval_windows_are_non_overlapping_windows_within_the_split(lesson, n_tokens, block_size, max_windows, count):
-    x, y = lesson.eval_windows(np.arange(n_tokens), block_size, max_windows)
+    x, y = lesson.eval_windows(np.arange(n_tokens), block_size, max_windows, "cpu")
     starts = x[:, 0].tolist()
     assert x.shape == y.shape == (count, block_size)
     assert torch.equal(y, x + 1)  # y is x one character on, inside the split
     assert all(b - a >= block_size for a, b in pairwise(starts))
     assert all(0 <= start and start + block_size + 1 <= n_tokens for start in starts)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_eval_windows_are_int64_on_the_device_asked_for(lesson):
+    x, y = lesson.eval_windows(np.arange(100, dtype=np.uint8), 8, 0, "meta")  # meta: a device that is not the CPU
+    assert x.device.type == y.device.type == "meta"
+    assert x.dtype == y.dtype == torch.int64
 
 
 @pytest.mark.parametrize("script", TRANSFORMERS)  # the scripts with dropout, which evaluation must switch off
@@ -346,8 +344,7 @@ def test_estimate_loss_is_the_mean_over_windows_whatever_the_eval_batch_size(les
     assert whole == pytest.approx(in_sevens, rel=1e-5)
 
 
-# --- command-line options ---
-@pytest.mark.parametrize("script", SCRIPTS)
+# --- the command line (plumbing.py, tested once) ---
 @pytest.mark.parametrize("arg, name, value", [
     ("--batch_size=7", "batch_size", 7),
     ("--learning_rate=3e-4", "learning_rate", 3e-4),
@@ -359,155 +356,82 @@ def test_estimate_loss_is_the_mean_over_windows_whatever_the_eval_batch_size(les
     ("--prompt=a=b", "prompt", "a=b"),
     ("--prompt=", "prompt", ""),
 ])
-def test_command_line_values_take_the_default_type(lesson, arg, name, value):
-    overrides = lesson.parse_command_line([arg], lesson.HYPERPARAMETERS)
+def test_command_line_values_take_the_default_type(arg, name, value):
+    overrides = plumbing.parse_command_line([arg], import_script("bigram").SCRIPT)
     assert overrides == {name: value}
     assert type(overrides[name]) is type(value)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("arg", [
     "--no_such_option=1", "-batch_size=4", "batch_size=4", "--batch_size=abc", "--batch_size=1.5", "--batch_size",
     "--learning_rate=fast", "--sample=maybe",
 ])
-def test_command_line_rejects_bad_options_listing_the_valid_ones(lesson, arg):
-    with pytest.raises(lesson.UserError) as error:
-        lesson.parse_command_line([arg], lesson.HYPERPARAMETERS)
-    assert all(f"--{name}" in str(error.value) for name in lesson.HYPERPARAMETERS)
+def test_command_line_rejects_bad_options_listing_the_valid_ones(arg):
+    script = import_script("bigram").SCRIPT
+    with pytest.raises(plumbing.UserError) as error:
+        plumbing.parse_command_line([arg], script)
+    assert all(f"--{name}" in str(error.value) for name in script.hyperparameters)
 
 
-# --- the three files in step ---
-def test_every_script_has_every_block_it_shares():
-    blocks = {script: shared_blocks(script) for script in SCRIPTS}
-    scopes = {name: body[0] for found in blocks.values() for name, body in found.items()}
-    assert "every script" in scopes.values(), "no `# --- same in every script: NAME ---` blocks found"
-    missing = [f"{script}.py lacks {name!r} ({scope})" for name, scope in scopes.items()
-               for script in block_scripts(scope) if name not in blocks[script]]
-    assert not missing, "shared blocks missing:\n" + "\n".join(missing)
+# --- --help ---
+def lesson_file(tmp_path, *block):
+    """A small script of its own, tiny.py, whose hyperparameter block is these lines: its plumbing.Script."""
+    path = tmp_path / "tiny.py"
+    path.write_text('"""A tiny lesson: what --help prints first."""\n\n# hyperparameters\n' + "\n".join(block)
+                    + "\n# every name above is a hyperparameter\nHYPERPARAMETERS = {k: v for k, v in globals().items()"
+                    " if type(v) in (bool, int, float, str) and not k.startswith('_')}\n", encoding="utf-8")
+    return plumbing.Script("tiny", str(path), runpy.run_path(str(path))["HYPERPARAMETERS"])
 
 
-def test_shared_blocks_are_identical_in_every_script_that_shares_them():
-    blocks = {script: shared_blocks(script) for script in SCRIPTS}
-    diffs = []
-    for script, found in blocks.items():
-        for name, body in found.items():
-            first = block_scripts(body[0])[0]
-            if script != first and name in blocks[first] and body != blocks[first][name]:
-                diffs.append("\n".join(difflib.unified_diff(blocks[first][name], body, f"{first}.py: {name}",
-                                                            f"{script}.py: {name}", lineterm="")))
-    assert not diffs, "shared blocks differ:\n" + "\n".join(diffs)
+TINY_BLOCK = ("batch_size = 4  # sequences per step (B)", "learning_rate = 1e-3  # AdamW step size",
+              "# files and device", 'out_dir = "out/tiny"  # where the model is saved',
+              'prompt = ""  # text the sample continues', 'device = ""  # where to run',
+              "sample = False  # --sample: generate instead of training")
 
 
-def test_every_shared_block_is_on_the_same_side_of_the_ruler_in_every_script():
-    sides = {}
-    for script in SCRIPTS:
-        lines = source_lines(script)
-        ruler = lines.index(RULER)
-        for number, line in enumerate(lines):
-            if start := SHARED_BLOCK_START.match(line):
-                sides.setdefault(start[2], {})[script] = "lesson" if number < ruler else "plumbing"
-    assert sides
-    mixed = {name: found for name, found in sides.items() if len(set(found.values())) > 1}
-    assert not mixed, f"shared blocks on different sides of the ruler: {mixed}"
+def test_help_prints_the_docstring_then_each_hyperparameter_line_with_its_default_comment_and_valid_values(
+        tmp_path, capsys):
+    plumbing.print_help(lesson_file(tmp_path, *TINY_BLOCK))
+    assert capsys.readouterr().out.splitlines() == [
+        "usage: python tiny.py [--name=value ...]",
+        "",
+        "A tiny lesson: what --help prints first.",
+        "",
+        "hyperparameters:",
+        "  --batch_size=4             sequences per step (B); valid: [1, inf)",
+        "  --learning_rate=1e-3       AdamW step size; valid: (0, inf)",
+        "files and device:",
+        "  --out_dir=out/tiny         where the model is saved",
+        '  --prompt=""                text the sample continues',
+        '  --device=""                where to run; valid: cuda, mps, cpu, ""',
+        "  --sample=False             --sample: generate instead of training",
+    ]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_the_lesson_comes_first_in_the_videos_order_and_the_plumbing_below_one_ruler(script):
-    lines = source_lines(script)
-    assert lines.count(RULER) == 1, f"{script}.py needs exactly one ruler line: {RULER!r}"
-    ruler = lines.index(RULER) + 1  # line numbers count from 1
-    max_above, max_first_module = LAYOUT[script]
-    assert ruler - 1 <= max_above, f"{script}.py: {ruler - 1} lines above the ruler, more than {max_above}"
-    tree = ast.parse("\n".join(lines))
-    modules = [node.lineno for node in tree.body if isinstance(node, ast.ClassDef)
-               and any(ast.unparse(base) == "nn.Module" for base in node.bases)]
-    assert modules[0] <= max_first_module, f"{script}.py: the first nn.Module is at line {modules[0]}"
-    assert max(modules) < ruler
-    found = [next(i for i, line in enumerate(lines) if line.startswith(marker)) for marker in LESSON_ORDER]
-    assert found == sorted(found), f"{script}.py: the lesson is not in the order {LESSON_ORDER}"
-    assert found[-1] < ruler
-    assert ast.unparse(tree.body[-1].test) == "__name__ == '__main__'"  # the entry point comes last
+def test_help_shows_a_setting_the_learner_added_that_plumbing_does_not_know(tmp_path, capsys):
+    plumbing.print_help(lesson_file(tmp_path, *TINY_BLOCK, "n_experts = 3  # experts per layer"))
+    assert capsys.readouterr().out.splitlines()[-1] == "  --n_experts=3              experts per layer"
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_no_function_is_longer_than_70_lines(script):
-    tree = ast.parse((ROOT / f"{script}.py").read_text(encoding="utf-8"))
-    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(tree)
-            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
-    assert not long, f"{script}.py: {long}"
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("flag", ["--help", "-h"])
-def test_help_lists_every_hyperparameter_with_its_default_and_comment(script, flag, capsys, monkeypatch):
-    code, out, err = run_in_process(script, [flag], capsys, monkeypatch)
+def test_help_or_h_on_the_command_line_prints_help_and_exits_0(flag, capsys):
+    script = import_script("bigram").SCRIPT
+    with pytest.raises(SystemExit) as exit_:
+        plumbing.parse_command_line(["--batch_size=7", flag], script)
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python bigram.py [--name=value ...]")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_lists_every_hyperparameter_of_the_script(lesson, script, capsys, monkeypatch):
+    code, out, err = run_in_process(script, ["--help"], capsys, monkeypatch)
     assert code == 0, err
     assert out.startswith(f"usage: python {script}.py [--name=value ...]")
-    shown = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --")}
-    module = import_script(script)
-    for name, (value, comment) in hyperparameter_lines(script).items():
-        default = module.HYPERPARAMETERS[name]
-        option = f"--{name}=" + (default if isinstance(default, str) and default else value)  # 1e-3, out/v2, ""
-        assert option in shown, f"{option} not in --help"
-        rule = module.VALID[name]
-        valid = f"; valid: {module.describe_valid(rule)}" if rule is not None else ""
-        assert shown[option].endswith(comment + valid)
-    assert len(shown) == len(module.HYPERPARAMETERS)
+    shown = [line.split("=")[0].strip() for line in out.splitlines() if line.startswith("  --")]
+    assert shown == [f"--{name}" for name in lesson.HYPERPARAMETERS]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_hyperparameters_section_lists_every_option_as_name_value_comment(lesson, script):
-    lines = hyperparameter_lines(script)
-    assert list(lines) == list(lesson.HYPERPARAMETERS)
-    for name, (value, _) in lines.items():
-        assert ast.literal_eval(value) == lesson.HYPERPARAMETERS[name], name
-        assert type(ast.literal_eval(value)) is type(lesson.HYPERPARAMETERS[name]), name
-
-
-def test_hyperparameters_shared_across_scripts_have_identical_comments():
-    comments = {script: {name: comment for name, (_, comment) in hyperparameter_lines(script).items()}
-                for script in SCRIPTS}
-    names = sorted(set().union(*comments.values()))
-    differing = []
-    for name in names:
-        seen = {script: found[name] for script, found in comments.items() if name in found}
-        if len(set(seen.values())) > 1:
-            differing.append(f"{name}: " + "; ".join(f"{script}.py {comment!r}" for script, comment in seen.items()))
-    assert not differing, "shared hyperparameters commented differently:\n" + "\n".join(differing)
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_importing_a_script_prints_nothing_and_reads_no_argv_or_file(script, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no input.txt here: reading or downloading it would print or create files
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--batch_size=7", "--no_such_option"])
-    monkeypatch.delitem(sys.modules, script, raising=False)  # import afresh; the cached module comes back after
-    module = import_script(script)
-    assert capsys.readouterr() == ("", "")
-    assert module.HYPERPARAMETERS["batch_size"] != 7
-    assert list(tmp_path.iterdir()) == []
-
-
-# --- runs ---
-@pytest.mark.real_plots
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_tiny_run_prints_evaluations_and_writes_checkpoint_loss_log_and_plot(script, tmp_path, cli):
-    code, out, err = cli(script)
-    assert code == 0, err
-    assert "using device: cpu" in out.splitlines()
-    lines = eval_lines(out)
-    assert all(EVAL_LINE.match(line) for line in lines), lines
-    cfg = tiny_config(script)
-    steps = [int(line.split()[1].rstrip(":")) for line in lines]
-    assert steps == sorted({*range(0, cfg["max_iters"], cfg["eval_interval"]), cfg["max_iters"]})
-    run_dir = tmp_path / "out" / script
-    with open(run_dir / "losses.csv", newline="") as f:
-        header, *rows = list(csv.reader(f))
-    assert header == CSV_HEADER
-    assert [f"step {s}: train loss {train}, val loss {val}" for s, train, val, *_ in rows] == lines
-    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["script"] == script
-    assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
-
-
+# --- sampling: each script's own generate and sample_next, from one tiny trained model per script ---
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("prompt, start", [pytest.param("First Citizen:", "First Citizen:", id="prompt"),
                                            pytest.param("", "\n", id="empty-prompt-starts-at-newline")])
@@ -533,69 +457,83 @@ def test_sample_with_top_k_larger_than_the_vocabulary_is_sampling_from_all(sampl
     assert sample("--top_k=1000") == sample("--top_k=0")
 
 
-INPUT_TEXTS = {
-    "crlf_line_ends": TEXT.replace("\n", "\r\n"),
-    "no_trailing_newline": TEXT.rstrip("\n"),
-    "non_ascii": TEXT.replace("speak", "spéak — naïve"),
-}
+@pytest.mark.real_plots
+@pytest.mark.parametrize("script", TRANSFORMERS)
+def test_attention_png_draws_the_prompts_weights_and_a_long_prompt_its_last_block_size(script, trained, tmp_path,
+                                                                                      capsys, monkeypatch):
+    png = tmp_path / "pictures" / "attention.png"
+    long_prompt = "First Citizen:\nBefore we proceed" * 2  # longer than the tiny block_size
+    code, out, err = run_in_process(script, [*trained(script).args, "--sample", f"--prompt={long_prompt}",
+                                             f"--attention_png={png}", "--max_new_tokens=5"], capsys, monkeypatch)
+    assert code == 0, err
+    T = tiny_config(script)["block_size"]
+    assert f"the picture shows its last {T}" in out
+    assert f"attention weights of {T} characters (1 layers x 2 heads) in {png}" in out
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert out.split("\n", 1)[1].startswith(long_prompt)  # the sample itself continues the whole prompt
+
+
+# --- each script's training loop: evaluations and its checkpoint, from the same tiny runs ---
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_tiny_run_evaluates_every_eval_interval_and_after_the_last_step(script, trained):
+    out = trained(script).out
+    assert "using device: cpu" in out.splitlines()
+    cfg = tiny_config(script)
+    steps = [int(line.split()[1].rstrip(":")) for line in eval_lines(out)]
+    assert steps == sorted({*range(0, cfg["max_iters"], cfg["eval_interval"]), cfg["max_iters"]})
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+def test_a_scripts_checkpoint_says_which_script_saved_it(script, trained):
+    assert torch.load(trained(script).out_dir / "ckpt.pt", weights_only=True)["script"] == script
+
+
+# --- a run's files and plot (plumbing.py): through bigram.py, the fastest script ---
+@pytest.mark.real_plots
+def test_tiny_run_prints_evaluations_and_writes_checkpoint_loss_log_and_plot(tmp_path, cli):
+    code, out, err = cli("bigram")
+    assert code == 0, err
+    lines = eval_lines(out)
+    assert lines and all(EVAL_LINE.match(line) for line in lines), lines
+    run_dir = tmp_path / "out" / "bigram"
+    with open(run_dir / "losses.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == CSV_HEADER
+    assert [f"step {s}: train loss {train}, val loss {val}" for s, train, val, *_ in rows] == lines
+    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["script"] == "bigram"
+    assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize("kind", INPUT_TEXTS)
-def test_tiny_run_trains_on_input_file(script, kind, tmp_path, cli):
+def test_tiny_run_trains_on_input_file(kind, tmp_path, cli):
     path = tmp_path / f"{kind}.txt"
     path.write_bytes(INPUT_TEXTS[kind].encode("utf-8"))
-    code, out, err = cli(script, text_path=path)
+    code, out, err = cli("bigram", text_path=path)
     assert code == 0, err
     with open(path, encoding="utf-8") as f:  # universal newlines: CRLF reads as "\n"
         chars = "".join(sorted(set(f.read())))
-    assert torch.load(tmp_path / "out" / script / "ckpt.pt", weights_only=True)["chars"] == chars
+    assert torch.load(tmp_path / "out" / "bigram" / "ckpt.pt", weights_only=True)["chars"] == chars
 
 
-def load_vocabulary_and_length(module, path, tmp_path):
-    """(chars, number of characters) of a text, as the script's training reads it."""
-    if hasattr(module, "load_tokens"):
-        copy = tmp_path / path.name  # the token file is written next to the text: not into the repository
-        copy.write_bytes(path.read_bytes())
-        chars, data = module.load_tokens(str(copy), str(tmp_path / "out"))
-        return chars, len(data)
-    text = module.read_text(str(path))
-    return "".join(sorted(set(text))), len(text)
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_tiny_shakespeare_has_the_known_size_vocabulary_and_split(lesson, tmp_path):
-    path = ROOT / "input.txt"  # part of the repository, as test_the_video.py asserts byte for byte
-    chars, n_chars = load_vocabulary_and_length(lesson, path, tmp_path)
-    assert n_chars == 1_115_394
-    assert len(chars) == 65
-    n_train = int(0.9 * n_chars)
-    assert (n_train, n_chars - n_train) == (1_003_854, 111_540)
-
-
-# --- runs as a user makes them ---
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_without_matplotlib_a_run_says_how_to_get_the_plot_and_goes_on(script, cli, tmp_path, monkeypatch):
+def test_without_matplotlib_a_run_says_how_to_get_the_plot_and_goes_on(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    code, out, err = cli(script)
+    code, out, err = cli("bigram")
     assert code == 0, err
     assert out.count("pip install matplotlib") == 1
-    assert (tmp_path / "out" / script / "losses.csv").exists()
-    assert not (tmp_path / "out" / script / "loss.png").exists()
+    assert (tmp_path / "out" / "bigram" / "losses.csv").exists()
+    assert not (tmp_path / "out" / "bigram" / "loss.png").exists()
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_matplotlib_that_fails_to_import_is_named_with_its_reason_and_the_run_goes_on(script, cli, tmp_path,
-                                                                                       monkeypatch):
+def test_a_matplotlib_that_fails_to_import_is_named_with_its_reason_and_the_run_goes_on(cli, tmp_path, monkeypatch):
     broken = tmp_path / "site" / "matplotlib"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text('raise ImportError("numpy.core.multiarray failed to import")\n')
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
         monkeypatch.delitem(sys.modules, name)  # import afresh: the broken copy comes first on the path
-    code, out, err = cli(script)
+    code, out, err = cli("bigram")
     assert code == 0, err
     line = next(line for line in out.splitlines() if line.startswith("loss log in"))
     assert "matplotlib is installed but does not import" in line and "numpy.core.multiarray failed to import" in line
     assert "pip install --upgrade matplotlib" in line
-    assert not (tmp_path / "out" / script / "loss.png").exists()
+    assert not (tmp_path / "out" / "bigram" / "loss.png").exists()

@@ -18,6 +18,7 @@ from conftest import ROOT
 from torch.nn import functional as F
 
 import bigram
+import plumbing
 import v2
 
 VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # the 65 characters the video prints
@@ -27,8 +28,8 @@ VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # 
 # input.txt is part of the repository: every test reads it as it is, none downloads it or skips without it
 def test_input_txt_is_tiny_shakespeare_byte_for_byte_as_the_scripts_check_it():
     content = (ROOT / "input.txt").read_bytes()
-    assert len(content) == v2.DATA_SIZE == 1115394
-    assert hashlib.sha256(content).hexdigest() == v2.DATA_SHA256  # a checkout that turned \n into \r\n fails here
+    assert len(content) == plumbing.DATA_SIZE == 1115394
+    assert hashlib.sha256(content).hexdigest() == plumbing.DATA_SHA256  # a checkout that turned \n into \r\n fails here
 
 
 @pytest.fixture(scope="module")
