@@ -1,8 +1,10 @@
-"""Measure the lessons and print markdown tables: every speed and loss figure in the README comes from here.
+"""Measure the lessons and print markdown tables (the README's bigram.py and v2.py times are plain runs of the
+scripts; most other speed and loss figures in the docs come from here, each page says which).
 
 python bench.py                   every section (minutes on a GPU; on a CPU gpt2.py's default run alone
                                   takes hours, so choose sections with --only)
-python bench.py --quick           tiny settings: checks that every section runs
+python bench.py --quick           tiny settings on a short text: checks that every section runs
+python bench.py --env             this machine, its packages and what each script would pick: for a bug report
 python bench.py --only=v2,video-v2 --device=cpu     some sections only
 python bench.py --plot            the three lessons' val loss against time, from out/<script>/losses.csv
 python bench.py --only=ladder --device=cpu --save_dir=runs      the ladder, its chart in runs/ladder/ladder.png
@@ -26,6 +28,7 @@ are gpt2.py's own choices for the device (choose_precision, choose_compile, fuse
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -76,7 +79,7 @@ def is_user_error(error):
     return isinstance(error, (UserError, plumbing.UserError))
 
 
-def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
+def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters, n_sample=500):
     """The video's v2 training script (batch 16, block 32, 4 x 64 wide, lr 1e-3) with v2.py's model, which is the
     video's: only what differs from v2.py is here (its get_batch and its 200-batch estimate_loss, plain AdamW)."""
     torch.manual_seed(1337)
@@ -119,7 +122,7 @@ def video_v2_run(input_file, device, max_iters, eval_interval, eval_iters):
         loss.backward()
         optimizer.step()
     context = torch.zeros((1, 1), dtype=torch.long, device=device)  # the video ends with 500 sampled characters
-    print("".join(chars[i] for i in model.generate(context, 500)[0].tolist()))
+    print("".join(chars[i] for i in model.generate(context, n_sample)[0].tolist()))
 
 
 def count_table_loss(path):
@@ -272,7 +275,6 @@ def gpt2_choices(device):
 def bench_video_gpt2(device, quick, dropout):
     """Training throughput of the video's model (v2.py's, at gpt2.py's size) and of gpt2.py's, same batch; gpt2.py's
     model with the precision, compilation and AdamW gpt2.py would choose on this device."""
-    import contextlib
     cfg = {**gpt2.HYPERPARAMETERS, "dropout": dropout}
     if quick:
         cfg.update(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4)
@@ -363,8 +365,6 @@ def train_like_v2(build, cfg, dev):
     """Train the model build(cfg, vocab_size) makes with v2.py's own train(): its seeding, batches, fused AdamW,
     exact evaluation and loss log (in cfg["out_dir"]), its output silenced. Returns the evaluations
     [(step, train loss, val loss, seconds since the start: the loop with its evaluations)] and the trained model."""
-    import contextlib
-
     built, build_model = [], v2.build_model
 
     def build_rung(cfg, vocab_size):  # what v2.train builds, in place of its own model
@@ -650,7 +650,10 @@ class Parser(argparse.ArgumentParser):
 def parse_args(argv):
     """bench.py's options, and the --name=value settings it does not know (for --script and --sample_rung)."""
     parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--quick", action="store_true", help="tiny settings: checks that every section runs")
+    parser.add_argument("--quick", action="store_true", help="tiny settings on the first 100,000 characters of the "
+                        "text: checks that every section runs")
+    parser.add_argument("--env", action="store_true", help="only print this machine, Python, torch and the other "
+                        "packages, and the device and precision each script would pick: paste it into a bug report")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: what the scripts pick)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--target", type=float, default=1.47, help="gpt2.py: report the time to this val loss")
@@ -705,6 +708,9 @@ def check_pretrain_text(path):
 
 def main(argv):
     args, settings = parse_args(argv)
+    if args.env:
+        print(environment())
+        return
     if args.sample_rung:
         sample_rung(args.sample_rung, args.device, settings)
         return
@@ -727,11 +733,46 @@ def main(argv):
     if args.save_dir:
         plumbing.make_folder(args.save_dir, "save_dir")
     with tempfile.TemporaryDirectory(prefix="bench-") as work_dir:
+        if args.quick and not args.script:  # every section runs; a short text keeps each evaluation short
+            input_file = args.input_file = shortened_text(input_file, work_dir)
         if args.script:
             lines = compare_scripts(args.script, settings, args.rounds, device, input_file, work_dir)
         else:
             lines = run_sections(args, sections, device, work_dir, input_file if args.input_file else "")
     print("\n".join(lines))
+
+
+def shortened_text(path, work_dir, n_chars=100_000):
+    """--quick: the first n_chars characters of the text, in work_dir, so that every evaluation is short."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read(n_chars)
+    short = os.path.join(work_dir, "quick.txt")
+    plumbing.write_file(short, [text.encode("utf-8")])
+    return short
+
+
+def environment():
+    """What a bug report needs: the system, Python, torch and its builds, the packages, and the choices the scripts
+    make from what the device reports (the device; gpt2.py's precision and compile)."""
+    import matplotlib
+    import numpy
+    import tqdm
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+    mps = "MPS built" if torch.backends.mps.is_built() else "no MPS"
+    device = pick_device("")
+    lines = [f"system: {platform.platform()} ({platform.machine()})", f"python: {platform.python_version()}",
+             f"torch: {torch.__version__} ({cuda}, {mps}); cuda available: {torch.cuda.is_available()}, "
+             f"mps available: {torch.backends.mps.is_available()}",
+             f"numpy {numpy.__version__}, matplotlib {matplotlib.__version__}, tqdm {tqdm.__version__}",
+             f"bigram.py, v2.py and gpt2.py pick: {device} ({describe(device)})"]
+    try:
+        dtype, why = gpt2.choose_precision("auto", device)
+        lines.append(f"gpt2.py's precision: {gpt2.PRECISION_NAMES[dtype]} ({why})")
+        use_compile, why = gpt2.choose_compile(True, device)
+        lines.append(f"gpt2.py's compile: {'on' if use_compile else 'off'} ({why})")
+    except Exception as error:  # a report must print even where a choice fails
+        lines.append(f"gpt2.py's choices failed: {type(error).__name__}: {error}")
+    return "\n".join(lines)
 
 
 def plot_lessons(runs_dir, png_path):
@@ -802,10 +843,16 @@ def run_sections(args, sections, device, work_dir, input_file):
         lines += [f"A bigram count table (the train split's pair counts, add-one smoothed) scores val loss "
                   f"{count_table_loss(text):.4f}: the floor for bigram.py.", ""]
     if "video-v2" in sections:
-        iters, interval, eval_iters = (20, 10, 5) if args.quick else (5000, 100, 200)
+        iters, interval, eval_iters, n_sample = (20, 10, 5, 20) if args.quick else (5000, 100, 200, 500)
         text = input_file or os.path.join(ROOT, "input.txt")
-        code = f"import bench; bench.video_v2_run({text!r}, {device!r}, {iters}, {interval}, {eval_iters})"
-        wall_video, _ = run_process([sys.executable, "-c", code])
+        if args.quick:  # it only has to run: in this process, which saves a start-up
+            start = time.time()
+            with contextlib.redirect_stdout(io.StringIO()):
+                video_v2_run(text, device, iters, interval, eval_iters, n_sample)
+            wall_video = time.time() - start
+        else:
+            code = f"import bench; bench.video_v2_run({text!r}, {device!r}, {iters}, {interval}, {eval_iters})"
+            wall_video, _ = run_process([sys.executable, "-c", code])
         ours = next((r for r in runs if r["script"] == "v2.py"), None) or bench_script(
             "v2", "v2", device, args.quick, None, work_dir, input_file)
         lines += ["| v2, same config | steps | wall time (whole process) |", "|---|---|---|",

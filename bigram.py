@@ -146,7 +146,7 @@ def train(cfg, dev, checkpoint=None):
     chars, stoi, itos, train_data, val_data = load_data(cfg["input_file"], cfg["block_size"])
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg, len(chars)).to(dev)
-    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters")  # vocab_size * vocab_size: 4,225
     fused = dev in ("cuda", "cpu")  # differs from the video: one kernel updates every parameter at once
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], fused=fused)
     # the windows estimate_loss scores: a fixed sample of the train split, the val split whole
@@ -209,7 +209,6 @@ def main(argv):
     if cfg["sample"]:
         sample_saved_model(cfg, dev, checkpoint)
     else:
-        plumbing.make_folder(cfg["out_dir"], "out_dir")
         train(cfg, dev, checkpoint)
 
 

@@ -367,6 +367,7 @@ def train(cfg, dev, checkpoint=None, rank=0, world_size=1, pretrained=None, comp
     skipped = SkippedSteps(scaler, run, dev)  # float16: the updates the scaler skipped
     step = run.start_step
     with run:
+        timer.say_if_hours(autocast)  # on a CPU or MPS, at once: a run of hours says so, with the laptop recipe
         while True:
             lr = get_lr(step, cfg)  # linear warmup, then cosine decay to min_lr
             if master and (step % cfg["eval_interval"] == 0 or step == cfg["max_iters"]):
@@ -433,13 +434,10 @@ def main(argv):
     plumbing.check_memory(cfg, dev, build_model)  # a model too large for the device is refused now
     if cfg["sample"]:
         print(f"using device: {dev}")
-        if cfg["attention_png"]:
-            plumbing.check_attention_png()  # matplotlib imports, before the model samples
         model = sample_saved_model(cfg, dev, checkpoint)
         if cfg["attention_png"]:
             plumbing.draw_attention(SCRIPT, attention_weights, model, cfg, checkpoint["chars"], dev)
         return
-    plumbing.make_folder(cfg["out_dir"], "out_dir")
     rank, world_size, dev = setup_distributed(dev)
     try:
         if cfg["grad_accum_steps"] % world_size:
@@ -672,8 +670,8 @@ def micro_batches(data, cfg, step, rank, world_size, dev):
 class StepTimer:
     """Times the training steps (evaluations left out): shows tokens/s and MFU on the progress bar; with
     --time_budget, plans max_iters from the step time at every measurement, so that a run on a machine that slows
-    down still ends in time; without one, on a CPU or MPS, says once when the run would take hours, and gives the
-    laptop recipe.
+    down still ends in time; without one, on a CPU or MPS, says at once (before the first evaluation, from a step
+    timed on two sequences) when the run would take hours, and gives the laptop recipe.
 
     A measurement covers the steps since the previous one: the first 2 after the first step (which compiles), then
     log_interval steps or 1 s, whichever comes first (by steps only under torchrun, so that every process plans at
@@ -686,10 +684,32 @@ class StepTimer:
         self.flops, self.peak = flops_per_token(run.model), peak_flops(dev)
         self.seconds_per_step = None  # a moving average of the measured step times
         self.latest = self.previous = None  # the step times of the last two measurements
+        self.eval_seen = self.eval_step = None  # the last evaluation's seconds, and the step time when it was made
         self.mark = None  # (time, seconds spent evaluating, steps done) where the current measurement started
 
+    def say_if_hours(self, autocast):
+        """On a CPU or MPS without --time_budget, before the first evaluation: the laptop notice, if it applies."""
+        if self.run.master and not self.cfg["time_budget"] and not self.dev.startswith("cuda"):
+            notice = laptop_notice(self.dev, self.time_a_step(autocast), self.cfg["max_iters"] - self.run.start_step)
+            if notice:
+                tqdm.write(notice)
+
+    def time_a_step(self, autocast):
+        """A training step's seconds, from a forward and backward pass on two sequences (in eval mode, so that no
+        dropout is drawn), scaled to the step's sequences."""
+        x = torch.zeros(2, self.cfg["block_size"], dtype=torch.long, device=self.dev)
+        model, start = self.run.model.eval(), time.time()
+        with autocast:
+            _, loss = model(x, x)
+        loss.backward()
+        loss.detach().item()  # waits for the device (MPS runs ahead of Python)
+        seconds = (time.time() - start) * self.cfg["batch_size"] * self.cfg["grad_accum_steps"] / 2
+        model.zero_grad(set_to_none=True)
+        model.train()
+        return seconds
+
     def stepped(self, step):
-        now, evaluating, done = time.time(), self.run.clock.eval_seconds, step + 1
+        now, evaluating, done = time.time(), self.run.eval_seconds, step + 1
         if self.mark is None:  # the first step compiles the model: measure from its end
             self.mark = (now, evaluating, done)
             return
@@ -704,10 +724,6 @@ class StepTimer:
         self.show(self.latest)
         if self.cfg["time_budget"]:
             self.plan(done, now, first)
-        elif first and not self.dev.startswith("cuda") and self.run.master:
-            notice = laptop_notice(self.dev, self.latest, self.cfg["max_iters"] - done)
-            if notice:
-                tqdm.write(notice)
 
     def due(self, steps, seconds, done):
         """Whether the steps since the last measurement make a new one."""
@@ -720,7 +736,7 @@ class StepTimer:
     def show(self, seconds_per_step):
         """tokens/s and, on a GPU whose peak we know, MFU on the progress bar."""
         tokens_per_second = self.tokens_per_step / seconds_per_step
-        postfix = self.run.progress.postfix
+        postfix = self.run.postfix
         postfix["tok/s"] = f"{tokens_per_second:,.0f}"
         if self.peak:  # model FLOPs utilisation: the share of the GPU's peak that the model's arithmetic uses
             postfix["mfu"] = f"{100 * self.flops * tokens_per_second / self.world_size / self.peak:.1f}%"
@@ -729,17 +745,20 @@ class StepTimer:
         """max_iters such that the steps left, the evaluations among them and the last one end within the budget.
         Planned from the slower of the moving average and the latest measurement; but one slow measurement alone
         never ends the run: while the time left fits a step at the faster of the last two, one more is taken."""
-        budget, run = self.cfg["time_budget"], self.run
-        clock = run.clock
-        evaluating = clock.last_eval_seconds / self.cfg["eval_interval"]
-        left = budget - (now - clock.start) - 2 * clock.last_eval_seconds - 0.02 * budget  # margins: last eval, drift
-        steps_left = max(0, int(left / (max(self.seconds_per_step, self.latest) + evaluating)))
+        budget, run, step = self.cfg["time_budget"], self.run, max(self.seconds_per_step, self.latest)
+        if run.last_eval_seconds != self.eval_seen:  # a new evaluation: the step time of its day
+            self.eval_seen, self.eval_step = run.last_eval_seconds, self.latest
+        # the last evaluation takes what the last one took; on a machine slower since, up to twice that
+        last_evaluation = run.last_eval_seconds * min(2.0, max(1.0, step / self.eval_step))
+        evaluating = last_evaluation / self.cfg["eval_interval"]
+        left = budget - (now - run.start) - last_evaluation - 0.02 * budget  # margins: the last evaluation, drift
+        steps_left = max(0, int(left / (step + evaluating)))
         if steps_left == 0 and left >= min(self.latest, self.previous or self.latest) + evaluating:
             steps_left = 1
         max_iters = torch.tensor(done + steps_left, device=self.dev)
         if self.world_size > 1:
             dist.broadcast(max_iters, src=0)  # every process must stop at the same step
-        self.cfg["max_iters"] = run.progress.bar.total = int(max_iters)
+        self.cfg["max_iters"] = run.bar.total = int(max_iters)
         if first and run.master:
             tqdm.write(f"time budget: {self.seconds_per_step * 1e3:.0f} ms a step, so max_iters = {int(max_iters)}")
 
@@ -757,9 +776,9 @@ class SkippedSteps:
             return
         self.count += (~torch.isfinite(norm)).long()
         if step % self.run.cfg["log_interval"] == 0 and int(self.count):  # next to the loss: a narrow terminal
-            progress = self.run.progress
-            shown = {name: value for name, value in progress.postfix.items() if name not in ("loss", "skipped")}
-            progress.postfix = {"loss": progress.postfix.get("loss", ""), "skipped": int(self.count), **shown}
+            run = self.run
+            shown = {name: value for name, value in run.postfix.items() if name not in ("loss", "skipped")}
+            run.postfix = {"loss": run.postfix.get("loss", ""), "skipped": int(self.count), **shown}
 
 
 def laptop_notice(dev, seconds_per_step, steps_left):
@@ -831,7 +850,7 @@ def load_tokens(path, out_dir, chunk_chars=1 << 22, vocab=None):
     the text's content changes (its checksum), or when an id in it is not in the vocabulary (a damaged
     file). The vocabulary is the text's own, or vocab, a saved model's (--init_from).
     """
-    plumbing.check_input_file(path)
+    path = plumbing.check_input_file(path)  # (the default input.txt: the one beside the scripts)
     bin_path, meta_path = token_cache_paths(path, out_dir, vocab)
     source = {"size": os.path.getsize(path), "sha256": text_checksum(path)}
     try:  # the token file is reused when its description matches the text and the file has every token
@@ -889,6 +908,7 @@ def encode_to_file(path, bin_path, meta_path, source, chunk_chars, vocab=None):
                 codes = np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32)
                 yield np.searchsorted(codepoints, codes).astype(dtype).tobytes()
 
+    plumbing.make_folder(os.path.dirname(bin_path) or ".", "out_dir")  # out_dir, when the text's folder is read-only
     plumbing.write_file(bin_path, token_chunks())
     n_tokens = os.path.getsize(bin_path) // np.dtype(dtype).itemsize
     meta = {"source": source, "chars": "".join(chars), "text_chars": "".join(text_chars), "dtype": dtype,

@@ -1,6 +1,5 @@
 """What the three lessons share and the video does not teach, written once: the command line and its checks, the
-input text, files and checkpoints, a training run's bookkeeping, sampling from a saved model, plots, the entry point.
-The scripts call it as plumbing.X, so that every call says it is not the lesson. A script taken elsewhere needs it."""
+input text, files and checkpoints, a run's bookkeeping, sampling, plots, the entry point; called as plumbing.X."""
 
 import ast
 import contextlib
@@ -13,6 +12,7 @@ import pickle
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -137,6 +137,11 @@ def check_config(cfg):
                             + (f" ({named})" if named else ""))
     if cfg.get("attention_png") and not cfg["sample"]:
         raise UserError("--attention_png draws the attention of a saved model: add --sample (and a --prompt)")
+    if cfg.get("attention_png"):  # drawn after the sample: matplotlib must import before any work
+        try:
+            import_pyplot()
+        except UserError as error:
+            raise UserError(f"--attention_png needs matplotlib: {error}") from None
     if not cfg["sample"]:
         check_output_path(cfg["out_dir"], "out_dir", folder=True)
         for path in (os.path.join(cfg["out_dir"], name) for name in ("ckpt.pt", "losses.csv", "loss.png")):
@@ -216,8 +221,7 @@ WRITE_PROBLEMS = {  # by errno name, so that a code this platform lacks is simpl
     "EPERM": "permission denied; choose a folder you can write to",
     "EROFS": "the file system is read-only; choose a folder you can write to",
     "ENOTDIR": "a part of the path is a file, not a folder; choose another path",
-    "EISDIR": "a folder is in the way; choose another path",
-    "ENOENT": "its folder does not exist; choose another path",
+    "EISDIR": "a folder is in the way; choose another path", "ENOENT": "its folder does not exist; choose another path",
     "EEXIST": "a file is in the way; choose another path",
 }
 REPLACE_WAITS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.25)  # seconds between tries to replace a file that is held open
@@ -278,7 +282,7 @@ DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 def read_text(path):
     """The whole input file as one string (lessons 1 and 2 hold the text in memory)."""
-    check_input_file(path)
+    path = check_input_file(path)
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -303,7 +307,10 @@ def download_tiny_shakespeare(path):
 
 
 def check_input_file(path):
-    """Make sure path is a readable file, downloading tiny Shakespeare for the default input.txt."""
+    """The path of the text to read, a readable file (tiny Shakespeare is downloaded for a missing input.txt). The
+    default input.txt is the one beside the scripts (and this file), from any working folder."""
+    beside = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(beside, path) if path == "input.txt" and beside != os.getcwd() else path
     folder = os.path.dirname(path) or "."
     if not os.path.exists(path) and not os.path.isdir(folder):
         raise UserError(f"input file {path} does not exist: {folder} is not a folder; "
@@ -319,6 +326,7 @@ def check_input_file(path):
                         "pass --input_file=PATH to a UTF-8 text file")
     if not os.access(path, os.R_OK):
         raise UserError(f"input file {path} cannot be read (permission denied); check its permissions")
+    return path
 
 
 def check_text(path, n_chars, n_distinct, block_size):
@@ -460,12 +468,16 @@ LOG_HEADER = "step,train_loss,val_loss,elapsed_s,lr"
 
 
 class Run:
-    """A training run's bookkeeping, a part for each job: the best model and resuming (best), the loss log (log),
-    the clock, the progress bar; as a context, Ctrl-C and a device out of memory in one line. extra_state: {name:
-    object with state_dict() and load_state_dict()}, saved with the model."""
+    """A training run's bookkeeping: the best model and resuming (best), the loss log (log), the time spent (start,
+    eval_seconds) and the progress bar (bar, postfix); as a context, Ctrl-C and out of memory in one line.
+    extra_state: {name: object with state_dict() and load_state_dict()}, saved with the model."""
 
     def __init__(self, script, cfg, model, optimizer, chars, checkpoint=None, master=True, extra_state=None):
         self.script, self.cfg, self.model, self.master = script, cfg, model, master
+        make_folder(cfg["out_dir"], "out_dir")  # only now: a run refused before this point leaves nothing behind
+        elsewhere = os.getcwd() != os.path.dirname(os.path.abspath(script.path))  # not the scripts' folder
+        if master and elsewhere and not os.path.isabs(cfg["out_dir"]):
+            print(f"writing in {os.path.abspath(cfg['out_dir'])} (--out_dir is relative to the folder you run in)")
         self.batch_generator = torch.Generator().manual_seed(cfg["seed"])  # its own, so that resuming restores it
         self.best = BestModel(script, cfg, model, optimizer, "".join(chars), self.batch_generator, extra_state or {})
         self.log = LossLog(os.path.join(cfg["out_dir"], "losses.csv"))
@@ -474,31 +486,44 @@ class Run:
             self.log.read(self.start_step)  # the run evaluates the saved step again
             if master:
                 print(f"resuming from step {self.start_step} (val loss {self.best.val_loss:.4f})")
-        self.clock = Clock()
-        self.progress = Progress(cfg, self.start_step, master, self.best.path)
+        self.start = self.last = time.time()  # last: the end of the last training step or evaluation
+        self.eval_seconds = self.last_eval_seconds = 0.0  # evaluating: from the end of a step to an evaluation's end
+        self.postfix = {}  # what the bar shows after the loss; scripts may add to it
+        self.bar = tqdm(total=cfg["max_iters"], initial=self.start_step, dynamic_ncols=True, mininterval=0.5,
+                        disable=not master)
 
     def evaluated(self, step, losses, lr=None):
         """After an evaluation: print and log the losses, and save the model when it is the best so far."""
-        self.step, self.clock.last_eval_seconds = step, time.time() - self.clock.last
-        self.clock.eval_seconds += self.clock.last_eval_seconds
+        self.step, self.last_eval_seconds = step, time.time() - self.last
+        self.eval_seconds += self.last_eval_seconds
         tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        self.log.add(step, losses, time.time() - self.clock.start, self.cfg["learning_rate"] if lr is None else lr)
+        self.log.add(step, losses, time.time() - self.start, self.cfg["learning_rate"] if lr is None else lr)
         if not math.isfinite(losses["val"]):
             raise UserError(f"the val loss became {losses['val']} at step {step}; the best model so far is kept in "
                             f"{self.best.path}; try a smaller --learning_rate")
         self.best.save_if_best(step, losses["val"])
-        self.clock.last = time.time()
+        self.last = time.time()
 
     def stepped(self, step, loss, **fields):
-        """After a training step: the progress bar; every log_interval steps the loss (and fields) on it."""
-        self.step, self.clock.last = step + 1, time.time()
-        self.progress.stepped(step, loss, fields)
+        """After a training step: the progress bar; every log_interval steps the loss (and fields) on it, and a loss
+        that is not a number stops the run."""
+        self.bar.update(1)
+        self.step, self.last = step + 1, time.time()
+        if step % self.cfg["log_interval"]:
+            return
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise UserError(f"the training loss became {loss_value} at step {step}; the best model so far is kept "
+                            f"in {self.best.path}; try a smaller --learning_rate")
+        self.postfix["loss"] = f"{loss_value:.4f}"
+        self.postfix.update({name: f"{float(value):.3g}" for name, value in fields.items()})
+        self.bar.set_postfix(self.postfix, refresh=False)
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, error, traceback):
-        self.progress.bar.close()  # before any message, so that the message gets a line of its own
+        self.bar.close()  # before any message, so that the message gets a line of its own
         if kind is KeyboardInterrupt:
             if self.master and self.best.saved:
                 print(f"\ninterrupted at step {self.step}; the best model so far is in {self.best.path}; "
@@ -516,7 +541,7 @@ class Run:
         """After the last step: how long training took, and the plot of the loss log."""
         if not self.master:
             return
-        print(f"training took {time.time() - self.clock.start:.1f} s ({self.clock.eval_seconds:.1f} s of it "
+        print(f"training took {time.time() - self.start:.1f} s ({self.eval_seconds:.1f} s of it "
               f"evaluating); best val loss {self.best.val_loss:.4f}, saved in {self.best.path}")
         try:
             plot_losses(self.log.rows, self.log.path, f"{self.script.name}.py on {self.cfg['input_file']}")
@@ -572,7 +597,7 @@ class LossLog:
     """losses.csv: a row per evaluation, all written again at each (held open by another program: one warning)."""
 
     def __init__(self, path):
-        self.path, self.rows, self.warned = path, [], False
+        self.path, self.rows, self.warned, self.offset = path, [], False, 0.0  # offset: the saved run's seconds
 
     def read(self, before_step):
         """Resuming: the rows before before_step; rows that are not five numbers are dropped, with one warning line."""
@@ -591,12 +616,14 @@ class LossLog:
             dropped += not ok
             if ok and step < before_step:
                 self.rows.append(line)
+            if ok and step <= before_step:  # the resumed run's time goes on from the saved step's
+                self.offset = max(self.offset, float(fields[3]))
         if dropped or lines[:1] != [LOG_HEADER]:
             print(f"warning: {self.path} is damaged: {dropped} unreadable row(s) dropped, {len(self.rows)} kept; "
                   "training goes on and rewrites it at the next evaluation", file=sys.stderr)
 
     def add(self, step, losses, elapsed, lr):
-        self.rows.append(f"{step},{losses['train']:.4f},{losses['val']:.4f},{elapsed:.1f},{lr:.3g}")
+        self.rows.append(f"{step},{losses['train']:.4f},{losses['val']:.4f},{self.offset + elapsed:.1f},{lr:.3g}")
         try:
             write_file(self.path, ["\n".join([LOG_HEADER, *self.rows, ""]).encode()])
         except FileHeld as error:
@@ -604,35 +631,6 @@ class LossLog:
                 self.warned = True
                 tqdm.write(f"warning: {error}; training goes on, and the next evaluation writes the whole log again",
                            file=sys.stderr)
-
-
-class Clock:
-    """The run's time: its start, and the seconds spent evaluating (from the end of a step to an evaluation's end)."""
-
-    def __init__(self):
-        self.start = self.last = time.time()  # last: the end of the last training step or evaluation
-        self.eval_seconds = self.last_eval_seconds = 0.0  # every evaluation's, the last one's
-
-
-class Progress:
-    """The progress bar: every log_interval steps the loss and postfix (scripts may add to it); a nan loss stops."""
-
-    def __init__(self, cfg, start_step, master, ckpt_path):
-        self.cfg, self.ckpt_path, self.postfix = cfg, ckpt_path, {}
-        self.bar = tqdm(total=cfg["max_iters"], initial=start_step, dynamic_ncols=True, mininterval=0.5,
-                        disable=not master)
-
-    def stepped(self, step, loss, fields):
-        self.bar.update(1)
-        if step % self.cfg["log_interval"]:
-            return
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise UserError(f"the training loss became {loss_value} at step {step}; the best model so far is kept "
-                            f"in {self.ckpt_path}; try a smaller --learning_rate")
-        self.postfix["loss"] = f"{loss_value:.4f}"
-        self.postfix.update({name: f"{float(value):.3g}" for name, value in fields.items()})
-        self.bar.set_postfix(self.postfix, refresh=False)
 
 
 # ---- plots ----
@@ -682,14 +680,6 @@ def plot_losses(rows, csv_path, title):
     print(f"loss curves in {png_path}")
 
 
-def check_attention_png():
-    """--attention_png, before the model samples: matplotlib imports (check_config has checked the path)."""
-    try:
-        import_pyplot()
-    except UserError as error:
-        raise UserError(f"--attention_png needs matplotlib: {error}") from None
-
-
 def draw_attention(script, attention_weights, model, cfg, chars, dev):
     """--attention_png: a heatmap per layer and head of attention_weights(model, prompt (1, T)) (n_layer, nh, T, T).
     Row t is what position t takes from each position up to t: it sums to 1; the masked future is left empty."""
@@ -737,14 +727,22 @@ def run(main):
     try:
         main(sys.argv[1:])
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        say_error(error)
         sys.exit(2)
     except (RuntimeError, MemoryError) as error:  # out of memory making the model, the optimizer or a batch
         if not out_of_memory(error):
             raise
-        print(f"error: {out_of_memory(error)} ran out of memory; try a smaller --batch_size, or a smaller model",
-              file=sys.stderr)
+        say_error(f"{out_of_memory(error)} ran out of memory; try a smaller --batch_size, or a smaller model")
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C before training or after it (during training, Run says how to resume)
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def say_error(error):
+    """`error: ...` on stderr; under torchrun, once for all the processes that stop on the same error."""
+    key = hashlib.sha256(f"{os.environ.get('TORCHELASTIC_RUN_ID')} {error}".encode()).hexdigest()[:20]
+    with contextlib.suppress(FileExistsError):  # under torchrun, the first process to make the error's mark says it
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            os.close(os.open(os.path.join(tempfile.gettempdir(), f"error-{key}"), os.O_CREAT | os.O_EXCL))
+        print(f"error: {error}", file=sys.stderr)

@@ -298,13 +298,10 @@ def main(argv):
     plumbing.check_memory(cfg, dev, build_model)  # a model too large for the device is refused now
     print(f"using device: {dev}")
     if cfg["sample"]:
-        if cfg["attention_png"]:
-            plumbing.check_attention_png()  # matplotlib imports, before the model samples
         model = sample_saved_model(cfg, dev, checkpoint)
         if cfg["attention_png"]:
             plumbing.draw_attention(SCRIPT, attention_weights, model, cfg, checkpoint["chars"], dev)
     else:
-        plumbing.make_folder(cfg["out_dir"], "out_dir")
         train(cfg, dev, checkpoint)
 
 

@@ -347,3 +347,42 @@ def test_the_ladders_last_rung_is_v2_py_trained_the_same_way(tmp_path, text_file
     assert all(torch.equal(checkpoint["model"][name], weights) for name, weights in model.state_dict().items())
     rung = torch.load(tmp_path / "rung" / "ckpt.pt", weights_only=True)
     assert rung["best_val_loss"] == checkpoint["best_val_loss"]  # the same final val loss, to the last bit
+
+
+def test_quick_trains_each_script_on_the_first_100000_characters_of_the_text(capsys, monkeypatch):
+    bench_module, texts = import_script("bench"), []
+
+    def record(argv):  # what each script of the section is given to train on, read while it exists
+        path = next(arg.split("=", 1)[1] for arg in argv if arg.startswith("--input_file="))
+        with open(path, encoding="utf-8") as f:
+            texts.append(f.read())
+        return run_here(monkeypatch, argv)
+    monkeypatch.setattr(bench_module, "run_process", record)
+    bench_module.main(["--quick", "--device=cpu", "--only=bigram"])
+    with open(ROOT / "input.txt", encoding="utf-8") as f:
+        assert texts == [f.read(100_000)]  # the val split of 10,000 characters: every evaluation is short
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("gpu", ["none", "t4"])
+def test_env_reports_the_machine_the_packages_and_each_scripts_choices(gpu, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu == "t4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla T4")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    code, out, err = bench(["--env"], capsys, monkeypatch)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines if ":" in line] == [
+        "system", "python", "torch", "bigram.py, v2.py and gpt2.py pick", "gpt2.py's precision", "gpt2.py's compile"]
+    assert lines[2].startswith(f"torch: {torch.__version__} (")
+    assert lines[3].startswith("numpy ") and "matplotlib " in lines[3] and "tqdm " in lines[3]
+    if gpu == "t4":
+        assert lines[4] == "bigram.py, v2.py and gpt2.py pick: cuda (Tesla T4)"
+        assert lines[5] == ("gpt2.py's precision: float16 autocast + gradient scaler (compute capability 7.5 has "
+                            "no bf16)")
+        assert lines[6].startswith("gpt2.py's compile: off (")
+    else:
+        assert lines[4].startswith("bigram.py, v2.py and gpt2.py pick: cpu (CPU")
+        assert lines[5] == "gpt2.py's precision: float32 (auto trains in float32 on cpu)"
+        assert lines[6] == "gpt2.py's compile: off (not on CUDA: cpu runs the model as written)"

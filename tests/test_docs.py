@@ -2,7 +2,10 @@
 script and real options, every chapter link opens the video at the time it shows, and the README stays short."""
 
 import importlib
+import os
 import re
+import shlex
+import zipfile
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -198,3 +201,36 @@ def test_a_broken_link_a_missing_anchor_and_a_missing_image_are_reported(tmp_pat
     assert "docs/missing.md does not exist" in found[0]
     assert "#b-section" in found[1] and "#nowhere" in found[2]
     assert "assets/missing.png does not exist" in found[3]
+
+
+def colab_cell():
+    """The cell docs/devices.md gives to run on Google Colab: its first code block after the Colab heading."""
+    page = (ROOT / "docs" / "devices.md").read_text(encoding="utf-8")
+    return page.split("\n## Google Colab\n", 1)[1].split("```\n", 2)[1]
+
+
+def test_the_colab_cell_finds_the_scripts_and_can_be_run_again(tmp_path, monkeypatch):
+    content = tmp_path / "content"  # Colab's working folder
+    content.mkdir()
+    with zipfile.ZipFile(content / "gpt.zip", "w") as archive:  # a copy of the repository in a folder of its own
+        for name in ("bigram.py", "plumbing.py", "requirements.txt"):
+            archive.write(ROOT / name, f"gpt-main/{name}")
+    ran = []
+
+    def shell(line):  # a `!` line: unzip as `unzip -o` would (no question asked), the rest recorded where it ran
+        words = shlex.split(line)
+        if words[0] == "unzip":
+            assert any(word.startswith("-") and "o" in word for word in words), "unzip asks before it replaces"
+            zipfile.ZipFile(words[words.index("-d") - 1]).extractall(words[words.index("-d") + 1])
+        else:
+            ran.append((os.getcwd(), line))
+    monkeypatch.chdir(content)
+    namespace = {}
+    for _ in range(2):  # a learner runs the cell, then runs it again
+        for line in colab_cell().replace("/content", str(content)).splitlines():
+            if line.startswith("!"):
+                shell(line[1:])
+            else:
+                exec(line, namespace)
+    scripts = str(content / "gpt" / "gpt-main")
+    assert [where for where, line in ran if line.startswith("python bigram.py")] == [scripts, scripts]

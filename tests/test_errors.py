@@ -17,6 +17,8 @@ import pytest
 import torch
 from conftest import SCRIPTS, TEXT, run_in_process, tiny_args
 
+import plumbing
+
 MODELS = ("v2", "gpt2")  # the scripts with n_embd and n_head
 BIGRAM = ("bigram",)  # a mistake the plumbing handles runs through one script, the fastest
 V2 = ("v2",)  # the fastest with n_embd, n_head and --attention_png
@@ -165,11 +167,18 @@ def saved(obj):
 
 
 LEARNING_RATES = ("0", "-1", "nan", "inf")
+def scripts_without_input_txt(m):
+    """The default input.txt, where the scripts' folder (plumbing.py's) has none: the download is tried."""
+    (m.tmp_path / "scripts").mkdir()
+    m.monkeypatch.setattr(plumbing, "__file__", str(m.tmp_path / "scripts" / "plumbing.py"))
+    return m.args(text="input.txt")
+
+
 CASES = [  # (id, scripts, argv of the mistake, fragments the message must contain; {script} is the script's name)
     # input file
     ("input-missing", BIGRAM, lambda m: m.args(text="nope.txt"), ["nope.txt does not exist", "--input_file"]),
-    ("input-missing-default-offline", BIGRAM, lambda m: m.args(text="input.txt"),
-     ["download failed", "place any utf-8 text file at input.txt or pass --input_file"]),
+    ("input-missing-default-offline", BIGRAM, scripts_without_input_txt,
+     ["download failed", "input.txt or pass --input_file"]),
     ("input-empty", TEXT_READERS, lambda m: m.args(text=m.file("empty.txt", b"")), ["is empty"]),
     ("input-directory", BIGRAM, lambda m: m.args(text=m.tmp_path), ["is a directory"]),
     ("input-unreadable", BIGRAM, unreadable_input, ["cannot be read", "permission"]),

@@ -138,6 +138,19 @@ def test_a_damaged_loss_log_is_read_as_far_as_it_can_be_and_the_run_goes_on(dama
     assert [row.split(",")[0] for row in path.read_text().splitlines()[1:]] == ["0", "10", "20", "30"]
 
 
+def test_a_resumed_runs_loss_log_goes_on_from_the_saved_runs_time(tmp_path):
+    path = tmp_path / "losses.csv"
+    first = plumbing.LossLog(str(path))
+    for step, seconds in ((0, 0.0), (10, 40.0), (20, 80.0), (30, 120.0)):  # interrupted after step 30
+        first.add(step, {"train": 3.0, "val": 3.1}, seconds, 1e-3)
+    resumed = plumbing.LossLog(str(path))
+    resumed.read(20)  # the best model was saved at step 20, which the resumed run evaluates again
+    for step, seconds in ((20, 0.5), (30, 40.5)):  # the resumed run's own clock starts at 0
+        resumed.add(step, {"train": 2.9, "val": 3.0}, seconds, 1e-3)
+    elapsed = [float(row.split(",")[3]) for row in path.read_text().splitlines()[1:]]
+    assert elapsed == [0.0, 40.0, 80.5, 120.5]  # bench.py --plot draws time going forwards
+
+
 @pytest.mark.parametrize("name", ["ckpt.pt", "losses.csv", "loss.png"])
 def test_a_folder_in_place_of_the_checkpoint_log_or_plot_is_refused_before_any_work(name, tmp_path):
     bigram = import_script("bigram")
@@ -248,7 +261,7 @@ def tiny_run(out_dir, checkpoint=None, extra_state=None):
     model = bigram.build_model(cfg, len(chars))
     optimizer = torch.optim.AdamW(model.parameters())
     run = plumbing.Run(bigram.SCRIPT, cfg, model, optimizer, chars, checkpoint, extra_state=extra_state)
-    run.progress.bar.close()
+    run.bar.close()
     return run
 
 

@@ -385,6 +385,30 @@ def test_a_run_of_hours_on_a_cpu_gets_the_laptop_recipe_and_a_short_one_nothing(
     assert gpt2.laptop_notice("cpu", 0.1, 5000) is None  # 8 minutes: no notice
 
 
+def test_a_cpu_run_of_hours_says_so_before_its_first_evaluation(tmp_path, text_file, capsys, monkeypatch):
+    monkeypatch.setattr(gpt2.StepTimer, "time_a_step", lambda timer, autocast: 1000.0)  # 20 steps: 5.6 h
+    gpt2.main(tiny_args("gpt2", tmp_path, text_file))  # this module's StepTimer, patched
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    notice = next(i for i, line in enumerate(lines) if line.startswith("on cpu a step takes 1000.00 s"))
+    assert notice < lines.index(eval_lines(out)[0])  # before step 0's evaluation, which alone takes minutes
+    assert lines[notice].endswith(f"python gpt2.py {gpt2.LAPTOP_RECIPE}")
+
+
+def test_timing_a_step_leaves_the_model_as_it_was(tmp_path, text_file):
+    cfg = {**gpt2.HYPERPARAMETERS, "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4,
+           "out_dir": str(tmp_path / "out")}
+    torch.manual_seed(0)
+    model = gpt2.build_model(cfg, 30)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    run = plumbing.Run(gpt2.SCRIPT, cfg, model, torch.optim.AdamW(model.parameters()), "ab")
+    run.bar.close()
+    seconds = gpt2.StepTimer(cfg, "cpu", run, 1).time_a_step(nullcontext())
+    assert 0 < seconds < 60
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
 class StepClock:
     """Stands in for the clock of gpt2.py and plumbing.py: time passes only during training steps, step_seconds(now)
     each."""
@@ -396,19 +420,25 @@ class StepClock:
         return self.now
 
 
-def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch, *extra):
-    """A tiny gpt2.py run with --time_budget=budget whose steps take step_seconds(elapsed) on a fake clock:
-    (the max_iters it planned first, the steps it made, the training time it printed)."""
+def run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch, *extra, eval_seconds=0.0):
+    """A tiny gpt2.py run with --time_budget=budget whose steps take step_seconds(elapsed) on a fake clock, and each
+    evaluation eval_seconds (or eval_seconds(elapsed)): (the max_iters it planned first, the steps it made, the
+    training time it printed)."""
     clock = StepClock(step_seconds)
     start = clock.now
-    forward_backward = gpt2.forward_backward
+    forward_backward, estimate_loss = gpt2.forward_backward, gpt2.estimate_loss
 
     def timed_forward_backward(*args, **kwargs):
         clock.now += clock.step_seconds(clock.now - start)
         return forward_backward(*args, **kwargs)
+
+    def timed_estimate_loss(*args, **kwargs):
+        clock.now += eval_seconds(clock.now - start) if callable(eval_seconds) else eval_seconds
+        return estimate_loss(*args, **kwargs)
     monkeypatch.setattr(gpt2, "time", clock)  # the step times (StepTimer)
     monkeypatch.setattr(plumbing, "time", clock)  # the run's start and its evaluations (Run's clock): the same clock
     monkeypatch.setattr(gpt2, "forward_backward", timed_forward_backward)
+    monkeypatch.setattr(gpt2, "estimate_loss", timed_estimate_loss)
     argv = tiny_args("gpt2", tmp_path, text_file, f"--time_budget={budget}", "--max_iters=1000000",
                      "--eval_interval=50", "--max_new_tokens=0", *extra)
     if "--resume" in extra:  # as a user resumes: the saved settings and the new budget, no --max_iters
@@ -428,6 +458,26 @@ def test_time_budget_plans_max_iters_from_the_step_time_and_uses_the_budget(tmp_
     assert abs(planned - 0.98 * budget / step) <= 1  # 2% of the budget is kept as a margin
     assert steps == planned
     assert 0.95 * budget <= took <= budget
+
+
+def test_a_budget_keeps_time_for_the_last_evaluation_only_and_uses_at_least_90_percent(tmp_path, text_file, capsys,
+                                                                                     monkeypatch):
+    budget, evaluation = 10, 1.0  # evaluations at step 0 and after the last step only, a second each
+    planned, steps, took = run_on_step_clock(lambda elapsed: 0.05, budget, tmp_path, text_file, capsys, monkeypatch,
+                                             "--eval_interval=1000000", eval_seconds=evaluation)
+    assert 0.9 * budget <= took <= budget
+    assert steps * 0.05 + 2 * evaluation <= budget
+
+
+def test_a_budget_holds_when_the_machine_slows_down_after_its_last_evaluation(tmp_path, text_file, capsys,
+                                                                             monkeypatch):
+    budget = 10  # from a third of the way in, steps and evaluations take twice as long: the last one too
+
+    def step_seconds(elapsed):
+        return 0.05 if elapsed < budget / 3 else 0.1
+    _, _, took = run_on_step_clock(step_seconds, budget, tmp_path, text_file, capsys, monkeypatch,
+                                   "--eval_interval=1000000", eval_seconds=lambda elapsed: 20 * step_seconds(elapsed))
+    assert 0.9 * budget <= took <= budget
 
 
 def test_time_budget_holds_when_the_steps_slow_down_halfway(tmp_path, text_file, capsys, monkeypatch):

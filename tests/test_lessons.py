@@ -504,6 +504,17 @@ def test_tiny_run_prints_evaluations_and_writes_checkpoint_loss_log_and_plot(tmp
     assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("script, shown", [("bigram", "{:,} parameters"), ("v2", "{:.2f}M parameters"),
+                                           ("gpt2", "{:.2f}M parameters")])
+def test_a_run_prints_its_parameter_count_readably(script, shown, trained):
+    run = trained(script)
+    model = import_script(script).build_model(tiny_config(script), len(set(TEXT)))
+    count = sum(p.numel() for p in model.parameters())
+    assert shown.format(count if script == "bigram" else count / 1e6) in run.out.splitlines()
+    if script == "bigram":  # a table of a few thousand numbers: 0.00M would say nothing
+        assert count < 10_000
+
+
 @pytest.mark.parametrize("kind", INPUT_TEXTS)
 def test_tiny_run_trains_on_input_file(kind, tmp_path, cli):
     path = tmp_path / f"{kind}.txt"
