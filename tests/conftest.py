@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.figure
@@ -139,3 +140,32 @@ def out_of_memory_in_the_loss(monkeypatch, device):
     def out_of_memory(*args, **kwargs):
         raise OUT_OF_MEMORY[device]()
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", out_of_memory)
+
+
+@dataclass
+class TrainedRun:
+    args: list  # the tiny run's command line; add --sample to sample its model
+    out_dir: Path
+    out: str  # what it printed
+
+
+@pytest.fixture(scope="module")
+def trained_runs():
+    return {}  # script -> its TrainedRun, made on first use in each test module
+
+
+@pytest.fixture
+def trained(trained_runs, tmp_path_factory, capsys, monkeypatch):
+    """trained(script) -> the TrainedRun of one tiny training run of that script (TINY, on TEXT), made once per
+    test module."""
+    def run(script):
+        if script not in trained_runs:
+            base = tmp_path_factory.mktemp(f"trained_{script}")
+            text = base / "text.txt"
+            text.write_text(TEXT, encoding="utf-8")
+            args = tiny_args(script, base, text)
+            code, out, err = run_in_process(script, args, capsys, monkeypatch)
+            assert code == 0, f"the tiny training run of {script}.py failed:\n{err}"
+            trained_runs[script] = TrainedRun(args, base / "out" / script, out)
+        return trained_runs[script]
+    return run

@@ -27,26 +27,6 @@ TEXT_READERS = ("bigram", "gpt2")  # plumbing.read_text, and gpt2.py's own reade
 PROGRESS_BAR = re.compile(r"\d+/\d+ \[")  # tqdm's lines on stderr, e.g. ` 50%|█████     | 10/20 [00:01<00:01`
 
 
-@pytest.fixture(scope="module")
-def trained_dirs():
-    return {}  # script -> out_dir of one tiny training run, made on first use
-
-
-@pytest.fixture
-def trained(trained_dirs, tmp_path_factory, capsys, monkeypatch):
-    """trained(script) -> the out_dir of a tiny trained model of that script, trained once per module."""
-    def out_dir(script):
-        if script not in trained_dirs:
-            base = tmp_path_factory.mktemp(f"trained_{script}")
-            text = base / "text.txt"
-            text.write_text(TEXT, encoding="utf-8")
-            code, _, err = run_in_process(script, tiny_args(script, base, text), capsys, monkeypatch)
-            assert code == 0, f"the tiny training run of {script}.py failed:\n{err}"
-            trained_dirs[script] = base / "out" / script
-        return trained_dirs[script]
-    return out_dir
-
-
 @pytest.fixture
 def offline_machine_without_gpu(monkeypatch):
     """No network and no CUDA or MPS, whatever machine the tests run on."""
@@ -68,7 +48,7 @@ class Mistake:
     tmp_path: Path
     text_file: Path
     monkeypatch: pytest.MonkeyPatch
-    trained: Callable[[str], Path]  # script -> out_dir of a tiny trained model
+    trained: Callable  # script -> the TrainedRun of a tiny trained model (conftest)
 
     def args(self, *extra, text=None):
         return tiny_args(self.script, self.tmp_path, text or self.text_file, *extra)
@@ -86,7 +66,7 @@ class Mistake:
         return self.args(*extra)
 
     def trained_checkpoint(self, script=None):
-        return (self.trained(script or self.script) / "ckpt.pt").read_bytes()
+        return (self.trained(script or self.script).out_dir / "ckpt.pt").read_bytes()
 
 
 class HalfWriter:
@@ -132,14 +112,14 @@ def unwritable_folder(m, folder):
 
 def with_settings(m, **changes):
     """A trained checkpoint whose saved settings differ: the run that saved it had used these."""
-    checkpoint = torch.load(m.trained(m.script) / "ckpt.pt", weights_only=True)
+    checkpoint = torch.load(m.trained(m.script).out_dir / "ckpt.pt", weights_only=True)
     checkpoint["config"] = {**checkpoint["config"], **changes}
     return saved(checkpoint)
 
 
 def renamed_weights(m):
     """A trained checkpoint whose tensors have other names, as an older version of the script would save."""
-    checkpoint = torch.load(m.trained(m.script) / "ckpt.pt", weights_only=True)
+    checkpoint = torch.load(m.trained(m.script).out_dir / "ckpt.pt", weights_only=True)
     checkpoint["model"] = {f"old.{name}": tensor for name, tensor in checkpoint["model"].items()}
     return saved(checkpoint)
 

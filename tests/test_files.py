@@ -23,23 +23,12 @@ def message_lines(err):
     return [line for line in re.split(r"[\r\n]", err) if line.strip() and not PROGRESS_BAR.search(line)]
 
 
-@pytest.fixture(scope="module")
-def trained_runs():
-    return {}
-
-
 @pytest.fixture
-def trained(trained_runs, tmp_path_factory, tmp_path, capsys, monkeypatch):
-    """trained(script) -> a copy, in tmp_path/out/script, of a tiny run trained once per module (20 steps)."""
+def trained_copy(trained, tmp_path):
+    """trained_copy(script) -> a copy, in tmp_path/out/script, of the tiny run conftest trains once per module."""
     def copy(script):
-        if script not in trained_runs:
-            base = tmp_path_factory.mktemp(f"trained_{script}")
-            (base / "text.txt").write_text(TEXT, encoding="utf-8")
-            code, _, err = run_in_process(script, tiny_args(script, base, base / "text.txt"), capsys, monkeypatch)
-            assert code == 0, err
-            trained_runs[script] = base / "out" / script
         out_dir = tmp_path / "out" / script
-        shutil.copytree(trained_runs[script], out_dir)
+        shutil.copytree(trained(script).out_dir, out_dir)
         return out_dir
     return copy
 
@@ -185,29 +174,29 @@ def refusal(script, argv):
 
 @pytest.mark.parametrize("mode, key", KEYS)
 @pytest.mark.parametrize("how", ["missing", "wrong-type"])
-def test_a_checkpoint_without_a_key_its_mode_needs_is_one_line_naming_it(mode, key, how, trained):
+def test_a_checkpoint_without_a_key_its_mode_needs_is_one_line_naming_it(mode, key, how, trained_copy):
     def damage(checkpoint):
         if how == "missing":
             del checkpoint[key]
         else:
             checkpoint[key] = [1, 2]  # a list where a dict, a string or a number belongs
-    path = resaved(trained("bigram"), damage)
+    path = resaved(trained_copy("bigram"), damage)
     message = refusal("bigram", [f"--out_dir={path.parent}", f"--{mode}"])
     found = "missing" if how == "missing" else "a list, not a"
     assert message.startswith(f"{path} is damaged: its {key!r} is {found}") and "\n" not in message, message
 
 
-def test_a_checkpoint_whose_config_lacks_a_model_setting_is_one_line_naming_it(trained):
-    path = resaved(trained("v2"), lambda checkpoint: checkpoint["config"].pop("n_embd"))
+def test_a_checkpoint_whose_config_lacks_a_model_setting_is_one_line_naming_it(trained_copy):
+    path = resaved(trained_copy("v2"), lambda checkpoint: checkpoint["config"].pop("n_embd"))
     assert refusal("v2", [f"--out_dir={path.parent}", "--sample"]) == (
         f"{path} is damaged: its config has no n_embd; delete it and train again")
 
 
-def test_a_checkpoint_that_says_what_it_is_names_the_command_that_samples_it(trained):
+def test_a_checkpoint_that_says_what_it_is_names_the_command_that_samples_it(trained_copy):
     def from_elsewhere(checkpoint):
         checkpoint.update(script="bench", what="the ladder's rung 3 (bench.py)",
                           sample_with="python bench.py --sample --out_dir=runs/ladder/3")
-    path = resaved(trained("bigram"), from_elsewhere)
+    path = resaved(trained_copy("bigram"), from_elsewhere)
     assert refusal("bigram", [f"--out_dir={path.parent}", "--sample"]) == (
         f"{path} is the ladder's rung 3 (bench.py), not a checkpoint of bigram.py; "
         "sample it with: python bench.py --sample --out_dir=runs/ladder/3")
@@ -218,8 +207,8 @@ def test_a_checkpoint_that_says_what_it_is_names_the_command_that_samples_it(tra
     ("sample", "leave --n_embd out to sample the saved model"),
     ("resume", "leave --n_embd out to resume the saved model"),
 ])
-def test_a_shape_mismatch_gives_the_fix_of_its_mode(mode, fix, trained):
-    out_dir = trained("v2")
+def test_a_shape_mismatch_gives_the_fix_of_its_mode(mode, fix, trained_copy):
+    out_dir = trained_copy("v2")
     message = refusal("v2", [f"--out_dir={out_dir}", f"--{mode}", "--n_embd=32"])
     assert message.startswith("--n_embd=32 does not match the saved model") and fix in message, message
 
@@ -233,8 +222,9 @@ def test_init_from_a_file_names_init_from(tmp_path, text_file, capsys, monkeypat
     assert err == f"error: --init_from={afile} is a file, not a folder; pass the folder of a training run\n"
 
 
-def test_init_from_with_another_shape_keeps_the_pretrained_shape(trained, tmp_path, text_file, capsys, monkeypatch):
-    pretrained = trained("gpt2")
+def test_init_from_with_another_shape_keeps_the_pretrained_shape(trained_copy, tmp_path, text_file, capsys,
+                                                                 monkeypatch):
+    pretrained = trained_copy("gpt2")
     argv = tiny_args("gpt2", tmp_path / "new", text_file, f"--init_from={pretrained}", "--n_embd=32")
     code, _, err = run_in_process("gpt2", argv, capsys, monkeypatch)
     assert code == 2 and "--n_embd=32 does not match the saved model" in err

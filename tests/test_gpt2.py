@@ -3,6 +3,7 @@
 import math
 import os
 import re
+import types
 from contextlib import nullcontext
 from itertools import pairwise
 from pathlib import Path
@@ -393,6 +394,19 @@ def test_a_cpu_run_of_hours_says_so_before_its_first_evaluation(tmp_path, text_f
     notice = next(i for i, line in enumerate(lines) if line.startswith("on cpu a step takes 1000.00 s"))
     assert notice < lines.index(eval_lines(out)[0])  # before step 0's evaluation, which alone takes minutes
     assert lines[notice].endswith(f"python gpt2.py {gpt2.LAPTOP_RECIPE}")
+
+
+@pytest.mark.parametrize("dev, budget, said", [("cpu", 0, True), ("mps", 0, True), ("cuda", 0, False),
+                                             ("cuda:1", 0, False), ("cpu", 60, False)])
+def test_only_a_cpu_or_mps_run_without_a_budget_is_timed_and_told_its_hours(dev, budget, said, capsys, monkeypatch):
+    monkeypatch.setattr(gpt2.StepTimer, "time_a_step", lambda timer, autocast: 1000.0)  # no such device here
+    run = types.SimpleNamespace(master=True, start_step=0, model=gpt2.build_model(
+        {**gpt2.HYPERPARAMETERS, "n_layer": 1, "n_embd": 16, "n_head": 2}, 30))
+    monkeypatch.setattr(gpt2, "peak_flops", lambda dev: None)
+    timer = gpt2.StepTimer({**gpt2.HYPERPARAMETERS, "time_budget": budget}, dev, run, 1)
+    timer.say_if_hours(nullcontext())
+    out = capsys.readouterr().out
+    assert out.startswith(f"on {dev} a step takes 1000.00 s") if said else out == ""
 
 
 def test_timing_a_step_leaves_the_model_as_it_was(tmp_path, text_file):

@@ -7,9 +7,7 @@ import re
 import runpy
 import shutil
 import sys
-from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,34 +73,6 @@ def cli(tmp_path, text_file, capsys, monkeypatch):
     """cli(script, *extra) runs `python script.py <tiny config> *extra` in this process: (exit code, out, err)."""
     def run(script, *extra, text_path=text_file):
         return run_in_process(script, tiny_args(script, tmp_path, text_path, *extra), capsys, monkeypatch)
-    return run
-
-
-@dataclass
-class TrainedRun:
-    args: list  # the tiny run's command line; add --sample to sample its model
-    out_dir: Path
-    out: str  # what it printed
-
-
-@pytest.fixture(scope="module")
-def trained_runs():
-    return {}  # script -> its TrainedRun, made on first use
-
-
-@pytest.fixture
-def trained(trained_runs, tmp_path_factory, capsys, monkeypatch):
-    """trained(script) -> the TrainedRun of one tiny training run of that script, made once per module."""
-    def run(script):
-        if script not in trained_runs:
-            base = tmp_path_factory.mktemp(f"trained_{script}")
-            text = base / "text.txt"
-            text.write_text(TEXT, encoding="utf-8")
-            args = tiny_args(script, base, text)
-            code, out, err = run_in_process(script, args, capsys, monkeypatch)
-            assert code == 0, f"the tiny training run of {script}.py failed:\n{err}"
-            trained_runs[script] = TrainedRun(args, base / "out" / script, out)
-        return trained_runs[script]
     return run
 
 
